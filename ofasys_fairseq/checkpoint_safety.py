@@ -1,0 +1,48 @@
+"""Safe checkpoint loading on torch >= 2.6.
+
+torch now unpickles with ``weights_only=True``: only tensors, containers,
+primitives and explicitly allow-listed globals may appear in a checkpoint.
+fairseq checkpoints additionally hold ``argparse.Namespace`` (legacy ``args``)
+and a few plain-Python types, so they fail to load with "Unsupported global".
+
+We register exactly those classes when the plugin is imported, which fixes
+``fairseq-train`` resume, ``fairseq-generate`` and ``OFASys.from_pretrained``
+without ``weights_only=False``: anything else pickled in a checkpoint (e.g. a
+malicious ``os.system`` reduce) is still refused by torch.
+"""
+import argparse
+import collections
+
+import torch
+
+# The globals a fairseq checkpoint written by this plugin can contain, and why:
+FAIRSEQ_CHECKPOINT_GLOBALS = (
+    argparse.Namespace,  # legacy ``args`` field, present in every fairseq checkpoint
+    collections.OrderedDict,  # meter state and optimizer history
+    collections.defaultdict,
+)
+
+
+class UnsafeCheckpointError(RuntimeError):
+    """A checkpoint pickles a global outside the allow-list."""
+
+
+def allow_fairseq_checkpoint_globals() -> None:
+    torch.serialization.add_safe_globals(list(FAIRSEQ_CHECKPOINT_GLOBALS))
+
+
+def check_checkpoint_is_safe(path: str) -> None:
+    """Raise :class:`UnsafeCheckpointError` naming any global that is not allow-listed.
+
+    Used by the Python API to give a clear message before fairseq tries to load
+    the file; the fairseq command-line tools get torch's own refusal.
+    """
+    allowed = {f"{g.__module__}.{g.__qualname__}" for g in torch.serialization.get_safe_globals()}
+    unsafe = sorted(set(torch.serialization.get_unsafe_globals_in_checkpoint(path)) - allowed)
+    if unsafe:
+        raise UnsafeCheckpointError(
+            f"refusing to load checkpoint {path}: it pickles {', '.join(unsafe)}, which a "
+            "fairseq checkpoint never contains (only tensors, plain containers and "
+            f"{', '.join(g.__qualname__ for g in FAIRSEQ_CHECKPOINT_GLOBALS)}). Loading it "
+            "could run arbitrary code."
+        )

@@ -1,0 +1,1 @@
+from .instruction_ce import InstructionCrossEntropyCriterion  # noqa: F401 (registers it)

@@ -1,0 +1,1 @@
+"""Data: tables, vocabulary, text preprocessing and the instruction dataset."""

@@ -1,0 +1,199 @@
+"""Random access to the rows of a data file (``.jsonl``, ``.tsv`` or ``.csv``).
+
+One pass at open time records the byte offset of every row; ``table[i]`` then
+seeks and parses only row ``i``. This keeps memory flat for large files and
+lets fairseq's batching, shuffling and sharding pick rows in any order.
+File handles are opened lazily so a table can be pickled into DataLoader workers.
+"""
+import csv
+import json
+import os
+from typing import Dict, Iterator, List, Optional, Sequence
+
+TABLE_EXTENSIONS = (".jsonl", ".tsv", ".csv")
+
+
+class DataError(ValueError):
+    """Bad input data, located by file, line and column."""
+
+    def __init__(self, message: str, path: str, line: Optional[int] = None,
+                 column: Optional[str] = None):
+        self.path, self.line, self.column, self.reason = path, line, column, message
+        where = path
+        if line is not None:
+            where += f", line {line}"
+        if column is not None:
+            where += f", column '{column}'"
+        super().__init__(f"{where}: {message}")
+
+
+class Table:
+    """Rows of one data file as dicts, addressable by index.
+
+    Args:
+        path: a ``.jsonl`` file (one JSON object per line) or a ``.tsv`` / ``.csv``
+            file whose first line is a header.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self.format = os.path.splitext(path)[1].lower()
+        if self.format not in TABLE_EXTENSIONS:
+            raise DataError(f"unsupported file type, expected one of {TABLE_EXTENSIONS}", path)
+        self.header: Optional[List[str]] = None
+        self._offsets: List[int] = []
+        self._lines: List[int] = []  # 1-based line number where each row starts
+        self._file = None
+        self._index()
+
+    # -- indexing ------------------------------------------------------------
+    def _index(self) -> None:
+        with open(self.path, "rb") as f:
+            if self.format == ".csv":
+                self._index_csv(f)
+            else:
+                self._index_lines(f)
+
+    def _index_lines(self, f) -> None:
+        offset = 0
+        for number, raw in enumerate(f, start=1):
+            if self.format == ".tsv" and self.header is None:
+                self.header = _check_header(raw.decode("utf-8").rstrip("\r\n").split("\t"),
+                                            self.path)
+            elif raw.strip():  # blank lines hold no row
+                self._offsets.append(offset)
+                self._lines.append(number)
+            offset += len(raw)
+        if self.format == ".tsv" and self.header is None:
+            raise DataError("empty file, expected a header line naming the columns", self.path)
+
+    def _index_csv(self, f) -> None:
+        # csv records may span several physical lines (quoted newlines): feed the
+        # reader line by line and note where each record's first line started.
+        starts: List[tuple] = []
+        position = {"offset": 0, "line": 0}
+
+        def lines() -> Iterator[str]:
+            for raw in f:
+                starts.append((position["offset"], position["line"] + 1))
+                position["offset"] += len(raw)
+                position["line"] += 1
+                yield raw.decode("utf-8")
+
+        reader = csv.reader(lines())
+        consumed = 0
+        for record in reader:
+            first = starts[consumed]
+            consumed = len(starts)
+            if self.header is None:
+                self.header = _check_header(record, self.path)
+            elif record:
+                self._offsets.append(first[0])
+                self._lines.append(first[1])
+        if self.header is None:
+            raise DataError("empty file, expected a header line naming the columns", self.path)
+
+    # -- access --------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    def line_number(self, index: int) -> int:
+        return self._lines[index]
+
+    @property
+    def columns(self) -> Sequence[str]:
+        """Column names: the header, or the keys of the first row for jsonl."""
+        if self.header is not None:
+            return self.header
+        return list(self[0].keys()) if len(self) else []
+
+    def __getitem__(self, index: int) -> Dict[str, object]:
+        f = self._open()
+        f.seek(self._offsets[index])
+        if self.format == ".jsonl":
+            return self._parse_json(f.readline(), index)
+        if self.format == ".tsv":
+            values = f.readline().decode("utf-8").rstrip("\r\n").split("\t")
+        else:
+            values = next(csv.reader(_decoded_lines(f)))
+        if len(values) != len(self.header):
+            raise DataError(f"expected {len(self.header)} fields ({', '.join(self.header)}), "
+                            f"found {len(values)}", self.path, self.line_number(index))
+        return dict(zip(self.header, values))
+
+    def _parse_json(self, raw: bytes, index: int) -> Dict[str, object]:
+        try:
+            row = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise DataError(f"invalid JSON ({e.msg} at character {e.pos})", self.path,
+                            self.line_number(index)) from None
+        if not isinstance(row, dict):
+            raise DataError(f"expected a JSON object, found {type(row).__name__}", self.path,
+                            self.line_number(index))
+        return row
+
+    def _open(self):
+        if self._file is None:
+            self._file = open(self.path, "rb")
+        return self._file
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_file"] = None
+        return state
+
+
+def _decoded_lines(f) -> Iterator[str]:
+    for raw in f:
+        yield raw.decode("utf-8")
+
+
+def _check_header(names: List[str], path: str) -> List[str]:
+    stripped = [n.strip() for n in names]
+    for position, name in enumerate(stripped, start=1):
+        if not name:
+            raise DataError(f"header field {position} is empty", path, 1)
+    duplicates = sorted({n for n in stripped if stripped.count(n) > 1})
+    if duplicates:
+        raise DataError(f"duplicate column names in header: {', '.join(duplicates)}", path, 1)
+    return stripped
+
+
+class InMemoryTable:
+    """Rows given directly (for ``OFASys.inference``), with the Table interface."""
+
+    def __init__(self, rows: Sequence[Dict[str, object]], path: str = "<data>"):
+        self.path = path
+        self.rows = list(rows)
+        for index, row in enumerate(self.rows):
+            if not isinstance(row, dict):
+                raise DataError(f"expected a dict of column -> value, found "
+                                f"{type(row).__name__}", path, index + 1)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def line_number(self, index: int) -> int:
+        return index + 1
+
+    @property
+    def columns(self) -> Sequence[str]:
+        return list(self.rows[0].keys()) if self.rows else []
+
+    def __getitem__(self, index: int) -> Dict[str, object]:
+        return self.rows[index]
+
+
+def find_split_file(data_dir: str, split: str) -> str:
+    """The one file ``DATA/<split>.{jsonl,tsv,csv}``; a clear error if none or several."""
+    found = [os.path.join(data_dir, split + ext) for ext in TABLE_EXTENSIONS
+             if os.path.exists(os.path.join(data_dir, split + ext))]
+    if not found:
+        existing = sorted(f for f in os.listdir(data_dir) if f.endswith(TABLE_EXTENSIONS)) \
+            if os.path.isdir(data_dir) else []
+        raise DataError(f"no data file for subset '{split}': expected {split}.jsonl, "
+                        f"{split}.tsv or {split}.csv; found {existing or 'no data files'}",
+                        data_dir)
+    if len(found) > 1:
+        raise DataError(f"several data files for subset '{split}': {found}; keep one", data_dir)
+    return found[0]

@@ -1,0 +1,158 @@
+"""One shared vocabulary: sentencepiece subwords, specials and location tokens.
+
+Dictionary layout (fixed so that later modalities never move an index):
+``<s> <pad> </s> <unk>`` (fairseq's specials), the sentencepiece pieces,
+``<mask>`` (span masking), then ``<bin_0>`` .. ``<bin_{N-1}>`` (box coordinates).
+
+The sentencepiece model is trained locally from the training data or supplied
+by the user; its serialized bytes travel in the checkpoint (see
+``InstructionTask.state_dict``) so a checkpoint needs no other file.
+"""
+import hashlib
+import io
+import logging
+import os
+from typing import Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+import sentencepiece as spm
+from fairseq.data import Dictionary
+
+logger = logging.getLogger(__name__)
+
+MASK_SYMBOL = "<mask>"
+
+
+def bin_symbol(k: int) -> str:
+    return f"<bin_{k}>"
+
+
+class Vocabulary:
+    """Text <-> fairseq token ids through a sentencepiece model.
+
+    Args:
+        sentencepiece_model: serialized sentencepiece ``ModelProto`` bytes.
+        num_bins: number of ``<bin_k>`` location tokens appended after the pieces.
+        dictionary: an (empty) Dictionary to fill in place; fairseq tools may hold a
+            reference to the task's dictionary before the checkpoint is read.
+    """
+
+    def __init__(self, sentencepiece_model: bytes, num_bins: int,
+                 dictionary: Optional[Dictionary] = None):
+        self.sentencepiece_model = sentencepiece_model
+        self.num_bins = num_bins
+        self.dictionary = dictionary if dictionary is not None else Dictionary()
+        if len(self.dictionary) != 4:
+            raise ValueError("Vocabulary must fill a fresh Dictionary")
+        self._processor = None
+        processor = self.processor
+        # spm id -> dictionary id; spm's <unk> (id 0) maps onto fairseq's <unk>.
+        self._spm_to_dict = np.empty(processor.get_piece_size(), dtype=np.int64)
+        self._spm_to_dict[processor.unk_id()] = self.dictionary.unk()
+        for spm_id in range(processor.get_piece_size()):
+            if spm_id != processor.unk_id():
+                self._spm_to_dict[spm_id] = self.dictionary.add_symbol(processor.id_to_piece(spm_id))
+        self.mask_index = self.dictionary.add_symbol(MASK_SYMBOL)
+        self.first_bin = len(self.dictionary)
+        for k in range(num_bins):
+            self.dictionary.add_symbol(bin_symbol(k))
+        self._dict_to_spm = {int(d): s for s, d in enumerate(self._spm_to_dict)}
+
+    @property
+    def processor(self) -> spm.SentencePieceProcessor:
+        # Built lazily: SentencePieceProcessor does not pickle into DataLoader workers.
+        if self._processor is None:
+            self._processor = spm.SentencePieceProcessor(model_proto=self.sentencepiece_model)
+        return self._processor
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_processor"] = None
+        return state
+
+    def encode(self, text: str) -> List[int]:
+        if not text:
+            return []
+        return self._spm_to_dict[self.processor.encode(text)].tolist()
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text for dictionary ids; specials and location tokens are skipped."""
+        pieces = [self._dict_to_spm[i] for i in map(int, ids) if i in self._dict_to_spm]
+        return self.processor.decode(pieces)
+
+    def bin_index(self, k: int) -> int:
+        return self.first_bin + k
+
+    @property
+    def subword_ids(self) -> range:
+        """Dictionary ids of the subword pieces (the targets of random-token noise)."""
+        return range(self.dictionary.nspecial, self.mask_index)
+
+    def state_dict(self) -> Dict[str, object]:
+        return {"sentencepiece_model": self.sentencepiece_model, "num_bins": self.num_bins,
+                "symbols": list(self.dictionary.symbols)}
+
+    @classmethod
+    def from_state_dict(cls, state: Dict[str, object],
+                        dictionary: Optional[Dictionary] = None) -> "Vocabulary":
+        vocab = cls(state["sentencepiece_model"], state["num_bins"], dictionary)
+        if list(vocab.dictionary.symbols) != list(state["symbols"]):
+            raise ValueError("checkpoint vocabulary does not match its sentencepiece model")
+        return vocab
+
+
+def train_sentencepiece(texts: Iterable[str], vocab_size: int, cache_dir: Optional[str] = None,
+                        model_type: str = "unigram") -> bytes:
+    """Train a sentencepiece model on ``texts`` (deterministic; cached by content hash).
+
+    ``vocab_size`` is an upper bound: small corpora yield fewer pieces rather than
+    an error.
+    """
+    sentences = [t for t in texts if t and t.strip()]
+    if not sentences:
+        raise ValueError("no text to train the sentencepiece model on")
+    digest = hashlib.sha256()
+    for s in sentences:
+        digest.update(s.encode("utf-8") + b"\n")
+    digest.update(f"{vocab_size}:{model_type}".encode())
+    cached = os.path.join(cache_dir, f"spm-{digest.hexdigest()[:20]}.model") if cache_dir else None
+    if cached and os.path.exists(cached):
+        logger.info(f"reusing sentencepiece model {cached}")
+        with open(cached, "rb") as f:
+            return f.read()
+
+    logger.info(f"training a sentencepiece model (up to {vocab_size} pieces) "
+                f"on {len(sentences)} texts")
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences), model_writer=model, vocab_size=vocab_size,
+        model_type=model_type, hard_vocab_limit=False, character_coverage=1.0,
+        unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1, num_threads=1,
+        input_sentence_size=2_000_000, shuffle_input_sentence=True, minloglevel=2,
+        # whole-number pieces would make digit strings ambiguous to split
+        split_digits=True,
+    )
+    proto = model.getvalue()
+    if cached:
+        os.makedirs(cache_dir, exist_ok=True)
+        tmp = f"{cached}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(proto)
+        os.replace(tmp, cached)  # atomic: concurrent ranks may race here
+    return proto
+
+
+def load_sentencepiece(path: str) -> bytes:
+    with open(path, "rb") as f:
+        proto = f.read()
+    spm.SentencePieceProcessor(model_proto=proto)  # fail now, with the path, if invalid
+    return proto
+
+
+def default_cache_dir() -> str:
+    root = os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache"))
+    return os.path.join(root, "ofasys_fairseq")
+
+
+def label_token_sequences(vocab: Vocabulary, labels: Sequence[str]) -> List[List[int]]:
+    return [vocab.encode(label) for label in labels]

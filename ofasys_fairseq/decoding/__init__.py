@@ -1,0 +1,1 @@
+"""Decoding helpers (closed-set tries)."""

@@ -1,0 +1,81 @@
+"""Python inference: ``OFASys.from_pretrained(path).inference(instruction, data)``."""
+import argparse
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import torch
+from fairseq import checkpoint_utils, utils
+
+from .checkpoint_safety import check_checkpoint_is_safe
+from .data.table import InMemoryTable
+from .data.text import normalize_text
+from .plan import TaskPlan
+
+
+class OFASys:
+    """A trained model and its task (tokenizer, dictionary, labels, instruction).
+
+    Args:
+        task: the ``InstructionTask`` restored from the checkpoint.
+        model: the trained ``OFASysModel``.
+    """
+
+    def __init__(self, task, model: torch.nn.Module):
+        self.task = task
+        self.model = model.eval()
+
+    @classmethod
+    def from_pretrained(cls, checkpoint_path: str, device: str = "cpu") -> "OFASys":
+        """Load a checkpoint written by ``fairseq-train``; it is the only file needed."""
+        check_checkpoint_is_safe(checkpoint_path)
+        models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task([checkpoint_path])
+        return cls(task, models[0].to(device))
+
+    @property
+    def instruction(self) -> str:
+        """The instruction the model was trained with (the default for ``inference``)."""
+        return self.task.plan.text
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def inference(self, instruction: Optional[str] = None,
+                  data: Sequence[Mapping[str, object]] = (), beam: int = 5, max_len: int = 64,
+                  batch_size: int = 32,
+                  labels: Optional[Dict[str, Sequence[str]]] = None) -> List[Dict[str, object]]:
+        """Decode the target of each row.
+
+        Args:
+            instruction: a (possibly new, zero-shot) instruction; default: the trained one.
+            data: rows as dicts of column -> value (the target column is not needed).
+            beam: beam size.
+            max_len: longest output, not counting the forced ``no_loss`` prefix.
+            batch_size: rows decoded together.
+            labels: label sets for ``closed_set`` columns the checkpoint has none for.
+        Returns:
+            One dict per row, keyed by the target column (a ``str`` for TEXT).
+        """
+        plan = self.task.plan if instruction is None else TaskPlan.parse(instruction)
+        table = InMemoryTable(data)
+        plan = plan.bind_columns(table.columns)
+        for column, values in (labels or {}).items():
+            self.task.add_labels(column, [normalize_text(v, plan.target) for v in values])
+        dataset = self.task.dataset_for(table, plan, with_target=False)
+        closed_set = plan.target.has("closed_set")
+        results: List[Dict[str, object]] = [{} for _ in range(len(dataset))]
+        for start in range(0, len(dataset), batch_size):
+            batch = dataset.collater([dataset[i] for i in range(start, min(start + batch_size,
+                                                                           len(dataset)))])
+            batch = utils.apply_to_sample(lambda t: t.to(self.device), batch)
+            prefix = batch["decoder_prefix"]
+            longest_prefix = 0 if prefix is None else int(prefix.ne(self.task.dictionary.pad())
+                                                           .sum(1).max())
+            generator = self.task.build_generator(
+                [self.model], argparse.Namespace(beam=beam, max_len_a=0,
+                                                 max_len_b=max_len + longest_prefix),
+                closed_set=closed_set)
+            hypos = self.task.inference_step(generator, [self.model], batch)
+            for sample_id, nbest in zip(batch["id"].tolist(), hypos):
+                text = self.task.decode_text(nbest[0]["tokens"], batch["closed_set"])
+                results[sample_id] = {plan.target.column: text}
+        return results

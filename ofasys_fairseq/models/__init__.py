@@ -1,0 +1,1 @@
+from .ofasys_model import OFASysConfig, OFASysModel  # noqa: F401

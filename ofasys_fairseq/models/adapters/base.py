@@ -1,0 +1,16 @@
+"""What every modality adapter returns, and the modality enum."""
+from enum import Enum
+from typing import NamedTuple
+
+from torch import Tensor
+
+
+class Modality(str, Enum):
+    """Encoder input modalities; the value is the adapter's key and its type-embedding slot."""
+
+    TEXT = "text"
+
+
+class AdapterOutput(NamedTuple):
+    embeddings: Tensor  # B x L x D, positions already added
+    padding_mask: Tensor  # B x L, True at padding

@@ -1,0 +1,1 @@
+from .instruction_task import InstructionConfig, InstructionTask  # noqa: F401

@@ -1,0 +1,345 @@
+"""``--task instruction``: any instruction, trained and decoded with fairseq's tools.
+
+Life cycle of the vocabulary (one shared dictionary, see ``data/vocabulary.py``):
+* training from scratch: built from the training subset on first use;
+* resuming (``checkpoint_last.pt`` or ``--restore-file`` exists): read from
+  that checkpoint's task state, so the token ids never change under a model;
+* decoding / Python API: ``load_state_dict`` fills it from the checkpoint.
+``target_dictionary`` is one object for the task's life, filled in place,
+because fairseq-generate takes it before the checkpoint is read.
+"""
+import argparse
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import sacrebleu
+import torch
+from fairseq import metrics
+from fairseq.data import Dictionary
+from fairseq.dataclass import FairseqDataclass
+from fairseq.tasks import FairseqTask, register_task
+from omegaconf import II
+
+from ..data.instruction_dataset import ClosedSet, InstructionDataset
+from ..data.table import DataError, Table, find_split_file
+from ..data.text import normalize_text, text_value
+from ..data.vocabulary import (Vocabulary, default_cache_dir, load_sentencepiece,
+                               train_sentencepiece)
+from ..plan import TaskPlan
+
+logger = logging.getLogger(__name__)
+BLEU_ORDER = 4
+
+
+@dataclass
+class InstructionConfig(FairseqDataclass):
+    data: Optional[str] = field(default=None, metadata={
+        "help": "directory holding <subset>.jsonl / .tsv / .csv (header line for tsv/csv)"})
+    instruction: Optional[str] = field(default=None, metadata={
+        "help": "the task, e.g. '[TEXT:src] what is the summary? -> [TEXT:tgt]'; "
+                "when decoding a checkpoint it defaults to the trained one"})
+    vocab_size: int = field(default=8000, metadata={
+        "help": "upper bound on sentencepiece pieces trained from the training data"})
+    sentencepiece_model: Optional[str] = field(default=None, metadata={
+        "help": "use this sentencepiece .model instead of training one"})
+    vocab_cache_dir: Optional[str] = field(default=None, metadata={
+        "help": "where trained sentencepiece models are cached (default ~/.cache/ofasys_fairseq)"})
+    num_bins: int = field(default=1000, metadata={"help": "number of <bin_k> location tokens"})
+    closed_set_labels: Optional[str] = field(default=None, metadata={
+        "help": "label files for closed_set columns, 'column=path[,column=path]' (one label per "
+                "line, path relative to --data); default: the column's values in the training data"})
+    max_source_positions: int = field(default=1024, metadata={"help": "longest encoder input"})
+    max_target_positions: int = field(default=1024, metadata={"help": "longest decoder sequence"})
+    skip_invalid_rows: bool = field(default=False, metadata={
+        "help": "skip rows with missing or bad values (the count is logged) instead of failing"})
+    eval_metrics: bool = field(default=True, metadata={
+        "help": "decode during validation and report accuracy (closed_set) or BLEU"})
+    eval_beam: int = field(default=1, metadata={"help": "beam size for validation decoding"})
+    eval_max_len: int = field(default=256, metadata={
+        "help": "longest decoded sequence in validation, forced prefix included"})
+    seed: int = II("common.seed")
+    train_subset: str = II("dataset.train_subset")
+    save_dir: str = II("checkpoint.save_dir")
+    restore_file: str = II("checkpoint.restore_file")
+
+
+@register_task("instruction", dataclass=InstructionConfig)
+class InstructionTask(FairseqTask):
+    cfg: InstructionConfig
+
+    def __init__(self, cfg: InstructionConfig, plan: Optional[TaskPlan]):
+        super().__init__(cfg)
+        self.plan = plan
+        self.dictionary = Dictionary()
+        self.vocab: Optional[Vocabulary] = None
+        self.labels: Dict[str, List[str]] = {}  # closed_set column -> labels
+        self._closed_sets: Dict[str, ClosedSet] = {}
+        self._decoding: Optional[dict] = None  # per-batch state for constrained search
+        self.sequence_generator = None
+
+    @classmethod
+    def setup_task(cls, cfg: InstructionConfig, **kwargs) -> "InstructionTask":
+        # Nothing here touches the data: a checkpoint must load without it.
+        return cls(cfg, TaskPlan.parse(cfg.instruction) if cfg.instruction else None)
+
+    # -- vocabulary and labels -------------------------------------------------
+    def prepare(self) -> None:
+        """Make the vocabulary and label sets available (build, resume or fail)."""
+        if self.vocab is not None:
+            return
+        resume = self._checkpoint_to_resume()
+        if resume is not None:
+            logger.info(f"taking the vocabulary and labels from {resume}")
+            self.load_state_dict(torch.load(resume, map_location="cpu")["task_state"])
+            return
+        if self.plan is None:
+            raise ValueError("--instruction is required to train (e.g. --instruction "
+                             "'[TEXT:src] -> [TEXT:tgt]')")
+        if not self.cfg.data:
+            raise ValueError("no data directory given (the first positional argument)")
+        table = Table(find_split_file(self.cfg.data, self.cfg.train_subset))
+        plan = self._bind(table)
+        self.labels = self._collect_labels(table, plan)
+        if self.cfg.sentencepiece_model:
+            proto = load_sentencepiece(self.cfg.sentencepiece_model)
+        else:
+            proto = train_sentencepiece(self._training_texts(table, plan), self.cfg.vocab_size,
+                                        self.cfg.vocab_cache_dir or default_cache_dir())
+        self.vocab = Vocabulary(proto, self.cfg.num_bins, self.dictionary)
+        logger.info(f"dictionary: {len(self.dictionary)} types "
+                    f"({self.cfg.num_bins} location tokens)")
+
+    def _checkpoint_to_resume(self) -> Optional[str]:
+        # mirrors fairseq.checkpoint_utils.load_checkpoint's choice of file
+        try:
+            restore, save_dir = self.cfg.restore_file, self.cfg.save_dir
+        except Exception:  # interpolation unavailable outside fairseq-train
+            return None
+        if not restore:
+            return None
+        path = os.path.join(save_dir, restore) if restore == "checkpoint_last.pt" else restore
+        return path if os.path.exists(path) else None
+
+    def _bind(self, table) -> TaskPlan:
+        plan = self.plan.bind_columns(table.columns)
+        missing = [c for c in plan.columns() if table.header is not None and c not in table.header]
+        if missing:
+            raise DataError(f"the instruction reads column(s) {', '.join(map(repr, missing))}, "
+                            f"but the file's columns are: {', '.join(table.columns)}", table.path)
+        return plan
+
+    def _collect_labels(self, table, plan: TaskPlan) -> Dict[str, List[str]]:
+        target = plan.target
+        if not target.has("closed_set"):
+            return {}
+        files = dict(item.split("=", 1) for item in
+                     (self.cfg.closed_set_labels or "").split(",") if "=" in item)
+        if target.column in files:
+            path = os.path.join(self.cfg.data, files[target.column])
+            with open(path, encoding="utf-8") as f:
+                labels = [normalize_text(line, target) for line in f if line.strip()]
+        else:
+            labels = sorted({normalize_text(_read(table, i, target), target)
+                             for i in range(len(table))})
+        logger.info(f"closed set '{target.column}': {len(labels)} labels")
+        return {target.column: labels}
+
+    def _training_texts(self, table, plan: TaskPlan):
+        literals = {normalize_text(p) for t in plan.templates
+                    for p in t.encoder + t.prefix if isinstance(p, str)}
+        yield from sorted(literals)
+        for labels in self.labels.values():
+            yield from labels
+        slots = {s for t in plan.templates for s in t.slots}
+        for index in range(len(table)):
+            for slot in slots:
+                yield normalize_text(_read(table, index, slot), slot)
+
+    def closed_set(self, column: str) -> ClosedSet:
+        if column not in self._closed_sets:
+            if column not in self.labels:
+                raise ValueError(f"no closed-set labels for column '{column}': the checkpoint "
+                                 f"has labels for {sorted(self.labels) or 'no column'}")
+            self._closed_sets[column] = ClosedSet.build(self.labels[column], self.vocab)
+        return self._closed_sets[column]
+
+    def add_labels(self, column: str, labels: Sequence[str]) -> None:
+        """Give a closed_set column its label set (e.g. for a zero-shot instruction)."""
+        self.labels[column] = list(dict.fromkeys(labels))
+        self._closed_sets.pop(column, None)
+
+    def state_dict(self) -> Dict[str, object]:
+        if self.vocab is None:
+            return {}
+        return {"instruction": self.plan.text, "vocabulary": self.vocab.state_dict(),
+                "labels": self.labels}
+
+    def load_state_dict(self, state: Dict[str, object]) -> None:
+        if not state:
+            return
+        if self.vocab is None:
+            self.vocab = Vocabulary.from_state_dict(state["vocabulary"], self.dictionary)
+        elif list(self.dictionary.symbols) != list(state["vocabulary"]["symbols"]):
+            raise ValueError("the checkpoint's vocabulary differs from the one built for this run")
+        self.labels = dict(state["labels"])
+        self._closed_sets = {}
+        if self.plan is None:
+            self.plan = TaskPlan.parse(state["instruction"])
+
+    @property
+    def source_dictionary(self) -> Dictionary:
+        return self.dictionary
+
+    @property
+    def target_dictionary(self) -> Dictionary:
+        return self.dictionary
+
+    def max_positions(self):
+        return (self.cfg.max_source_positions, self.cfg.max_target_positions)
+
+    # -- data --------------------------------------------------------------------
+    def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs):
+        self.prepare()
+        table = Table(find_split_file(self.cfg.data, split))
+        self.datasets[split] = self.dataset_for(table, self._bind(table), with_target=True,
+                                                train=split == self.cfg.train_subset)
+        logger.info(f"{split}: {len(self.datasets[split])} examples from {table.path}")
+
+    def dataset_for(self, table, plan: TaskPlan, with_target: bool,
+                    train: bool = False) -> InstructionDataset:
+        self.prepare()
+        target = plan.target
+        closed_set = self.closed_set(target.column) if target.has("closed_set") else None
+        return InstructionDataset(table, plan, self.vocab, closed_set, train=train,
+                                  with_target=with_target, seed=self.cfg.seed,
+                                  skip_invalid_rows=self.cfg.skip_invalid_rows)
+
+    # -- model ---------------------------------------------------------------------
+    def build_model(self, cfg, from_checkpoint: bool = False):
+        self.prepare()
+        model = super().build_model(cfg, from_checkpoint)
+        if self.cfg.eval_metrics:
+            self.sequence_generator = self.build_generator(
+                [model], argparse.Namespace(beam=self.cfg.eval_beam, max_len_a=0,
+                                            max_len_b=self.cfg.eval_max_len))
+        return model
+
+    # -- decoding --------------------------------------------------------------------
+    def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None,
+                        prefix_allowed_tokens_fn=None, closed_set: Optional[bool] = None):
+        if closed_set is None:
+            closed_set = self.plan is not None and self.plan.target.has("closed_set")
+        if prefix_allowed_tokens_fn is None and closed_set and not getattr(args, "sampling", False):
+            prefix_allowed_tokens_fn = self._allowed_tokens
+        return super().build_generator(models, args, seq_gen_cls, extra_gen_cls_kwargs,
+                                       prefix_allowed_tokens_fn)
+
+    def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
+        """Beam search with the decoder prefix forced and, for closed sets, only label
+        continuations allowed; the forced prefix is removed from each hypothesis."""
+        prefix = sample.get("decoder_prefix") if prefix_tokens is None else prefix_tokens
+        prefix_lengths = ([0] * sample["nsentences"] if prefix is None
+                          else prefix.ne(self.dictionary.pad()).sum(1).tolist())
+        # the search names rows by sample id (fairseq passes sample["id"] along)
+        self._decoding = {"prefix": prefix, "lengths": prefix_lengths,
+                          "row": {int(i): r for r, i in enumerate(sample["id"].tolist())},
+                          "closed_set": sample.get("closed_set")}
+        try:
+            with torch.no_grad():
+                hypos = generator.generate(models, sample, prefix_tokens=prefix,
+                                           constraints=constraints)
+        finally:
+            self._decoding = None
+        for nbest, length in zip(hypos, prefix_lengths):
+            for hypo in nbest:
+                hypo["tokens"] = hypo["tokens"][length:]
+                hypo["positional_scores"] = hypo["positional_scores"][length:]
+        return hypos
+
+    def _allowed_tokens(self, sample_id: int, tokens: torch.Tensor):
+        state = self._decoding
+        row = state["row"][sample_id]
+        generated = tokens[1:].tolist()  # tokens[0] is the decoder start symbol
+        length = state["lengths"][row]
+        if len(generated) < length:
+            return [int(state["prefix"][row, len(generated)])]
+        closed_set = state["closed_set"]
+        if closed_set is None:
+            return slice(None)
+        return closed_set.trie.allowed(generated[length:]) or [self.dictionary.eos()]
+
+    def decode_text(self, tokens: Sequence[int], closed_set: Optional[ClosedSet] = None) -> str:
+        ids = [int(t) for t in tokens if int(t) != self.dictionary.eos()]
+        if closed_set is not None and tuple(ids) in closed_set.label_of:
+            return closed_set.label_of[tuple(ids)]
+        return self.vocab.decode(ids)
+
+    def build_bpe(self, args):
+        if getattr(args, "_name", None):
+            return super().build_bpe(args)
+        return SentencepieceDetokenizer()
+
+    # -- validation metrics ----------------------------------------------------------
+    def valid_step(self, sample, model, criterion):
+        loss, sample_size, logging_output = super().valid_step(sample, model, criterion)
+        if self.sequence_generator is not None and sample.get("references"):
+            hypos = self.inference_step(self.sequence_generator, [model], sample)
+            closed_set = sample.get("closed_set")
+            predictions = [self.decode_text(h[0]["tokens"], closed_set) for h in hypos]
+            references = sample["references"]
+            if closed_set is not None:
+                logging_output["_correct"] = sum(p == r for p, r in zip(predictions, references))
+                logging_output["_total"] = len(references)
+            else:
+                bleu = sacrebleu.corpus_bleu(predictions, [references])
+                for i in range(BLEU_ORDER):
+                    logging_output[f"_bleu_counts_{i}"] = bleu.counts[i]
+                    logging_output[f"_bleu_totals_{i}"] = bleu.totals[i]
+                logging_output["_bleu_sys_len"] = bleu.sys_len
+                logging_output["_bleu_ref_len"] = bleu.ref_len
+        return loss, sample_size, logging_output
+
+    def reduce_metrics(self, logging_outputs, criterion):
+        super().reduce_metrics(logging_outputs, criterion)
+
+        def total(key):
+            return sum(log.get(key, 0) for log in logging_outputs)
+
+        if total("_total") > 0:
+            metrics.log_scalar_sum("_correct", total("_correct"))
+            metrics.log_scalar_sum("_total", total("_total"))
+            metrics.log_derived("accuracy", lambda m: round(
+                100.0 * m["_correct"].sum / max(m["_total"].sum, 1), 2))
+        if total("_bleu_sys_len") > 0:
+            metrics.log_scalar_sum("_bleu_counts", np.array(
+                [total(f"_bleu_counts_{i}") for i in range(BLEU_ORDER)]))
+            metrics.log_scalar_sum("_bleu_totals", np.array(
+                [total(f"_bleu_totals_{i}") for i in range(BLEU_ORDER)]))
+            metrics.log_scalar_sum("_bleu_sys_len", total("_bleu_sys_len"))
+            metrics.log_scalar_sum("_bleu_ref_len", total("_bleu_ref_len"))
+            metrics.log_derived("bleu", _bleu_from_meters)
+
+
+def _read(table, index: int, slot) -> str:
+    return text_value(table[index], slot, table.path, table.line_number(index))
+
+
+def _bleu_from_meters(meters) -> float:
+    score = sacrebleu.BLEU.compute_bleu(
+        correct=meters["_bleu_counts"].sum.tolist(), total=meters["_bleu_totals"].sum.tolist(),
+        sys_len=int(meters["_bleu_sys_len"].sum), ref_len=int(meters["_bleu_ref_len"].sum),
+        smooth_method="exp")
+    return round(score.score, 2)
+
+
+class SentencepieceDetokenizer:
+    """fairseq-generate's ``decode_fn`` for our pieces (D- and T- lines).
+    Text already detokenized by ``--post-process sentencepiece`` passes unchanged."""
+
+    def decode(self, text: str) -> str:
+        if "\u2581" not in text:
+            return text
+        return text.replace(" ", "").replace("\u2581", " ").strip()

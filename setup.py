@@ -1,0 +1,37 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="ofasys-fairseq",
+    version="0.1.0",
+    description="Multimodal multitask learning with one-line instructions, as a fairseq plugin",
+    packages=find_packages(include=["ofasys_fairseq", "ofasys_fairseq.*"]),
+    python_requires=">=3.10",
+    # fairseq itself (fairseq-fixed==0.12.3.1) is installed by the Makefile with
+    # --no-deps --no-build-isolation; these are its real needs plus ours.
+    install_requires=[
+        "torch==2.14.1",
+        "torchvision==0.29.1",
+        "torchaudio==2.11.0",
+        "cffi",
+        "cython",
+        "hydra-core==1.3.2",
+        "omegaconf==2.3.0",
+        "numpy",
+        "regex",
+        "sacrebleu>=2.0",
+        "tqdm",
+        "bitarray",
+        "scikit-learn",
+        "packaging",
+        "sentencepiece",
+        "pillow",
+    ],
+    extras_require={"test": ["pytest", "hypothesis"]},
+    entry_points={
+        "console_scripts": [
+            "ofasys-train=ofasys_fairseq.cli:train",
+            "ofasys-generate=ofasys_fairseq.cli:generate",
+            "ofasys-hydra-train=ofasys_fairseq.cli:hydra_train",
+        ]
+    },
+)

@@ -1,0 +1,165 @@
+"""End to end with fairseq's own tools on CPU: train, resume, generate, Python API,
+Hydra, and the checkpoint allow-list."""
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ofasys_fairseq import OFASys
+from ofasys_fairseq.checkpoint_safety import UnsafeCheckpointError
+
+pytestmark = pytest.mark.slow
+
+USER_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "ofasys_fairseq")
+# NLI-shaped: two encoder texts, the decoder echoes them without loss, then the label.
+INSTRUCTION = ("does text1 [TEXT:review] match text2 [TEXT:topic]? -> "
+               "does text1 [TEXT:review,no_loss] match text2 [TEXT:topic,no_loss]? "
+               "[TEXT:label,closed_set]")
+LABELS = ("positive", "negative", "mixed")
+WORDS = {"positive": ["great", "lovely", "superb"], "negative": ["awful", "bland", "cold"]}
+TOPICS = ["soup", "bread", "service", "pasta", "coffee"]
+MODEL_ARGS = ["--arch", "ofasys_tiny", "--embed-dim", "64", "--ffn-embed-dim", "128",
+              "--attention-heads", "4", "--encoder-layers", "1", "--decoder-layers", "1",
+              "--dropout", "0.0", "--criterion", "instruction_ce", "--optimizer", "adam",
+              "--lr", "0.003", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "20",
+              "--batch-size", "32", "--vocab-size", "120", "--num-bins", "16", "--cpu",
+              "--seed", "3", "--num-workers", "0", "--log-format", "simple",
+              "--log-interval", "10", "--no-epoch-checkpoints"]
+
+
+def review_example(rng: random.Random) -> dict:
+    label = rng.choice(LABELS)
+    topic = rng.choice(TOPICS)
+    if label == "mixed":
+        words = [rng.choice(WORDS["positive"]), rng.choice(WORDS["negative"])]
+        rng.shuffle(words)
+        review = f"the {topic} was {words[0]} but the room was {words[1]}"
+    else:
+        review = f"the {topic} was {rng.choice(WORDS[label])} and the room was quiet"
+    return {"review": review, "topic": topic, "label": label}
+
+
+def write_rows(path: str, rows) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+
+
+def fairseq(tool: str, *args: str, cwd=None) -> str:
+    """Run a fairseq command-line tool; return its output, failing with it."""
+    result = subprocess.run([sys.executable, "-m", f"fairseq_cli.{tool}", *args], cwd=cwd,
+                            capture_output=True, text=True, timeout=900)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    return output
+
+
+def valid_metrics(log: str):
+    return [dict(re.findall(r"\| (\w+) ([\d.]+)", line)) for line in log.splitlines()
+            if "valid on 'valid' subset" in line]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    data, save_dir = root / "data", root / "checkpoints"
+    data.mkdir()
+    rng = random.Random(0)
+    write_rows(data / "train.jsonl", [review_example(rng) for _ in range(900)])
+    write_rows(data / "valid.jsonl", [review_example(rng) for _ in range(120)])
+    log = fairseq("train", str(data), "--user-dir", USER_DIR, "--task", "instruction",
+                  "--instruction", INSTRUCTION, *MODEL_ARGS, "--max-epoch", "4",
+                  "--save-dir", str(save_dir), "--best-checkpoint-metric", "accuracy",
+                  "--maximize-best-checkpoint-metric")
+    return {"data": str(data), "save_dir": str(save_dir), "log": log}
+
+
+def test_training_reaches_high_validation_accuracy(trained):
+    accuracy = [float(m["accuracy"]) for m in valid_metrics(trained["log"])]
+    assert len(accuracy) == 4
+    # chance is 33%: the label is decided by the sentiment words of text1
+    assert accuracy[-1] >= 90.0, accuracy
+
+
+def test_resume_continues_from_checkpoint_last(trained):
+    first_updates = int(valid_metrics(trained["log"])[-1]["num_updates"])
+    log = fairseq("train", trained["data"], "--user-dir", USER_DIR, "--task", "instruction",
+                  "--instruction", INSTRUCTION, *MODEL_ARGS, "--max-epoch", "5",
+                  "--save-dir", trained["save_dir"], "--best-checkpoint-metric", "accuracy",
+                  "--maximize-best-checkpoint-metric")
+    assert re.search(r"Loaded checkpoint .*checkpoint_last\.pt \(epoch 4 @ "
+                     rf"{first_updates} updates\)", log), log[-3000:]
+    assert "taking the vocabulary and labels from" in log
+    metrics = valid_metrics(log)
+    assert len(metrics) == 1 and int(metrics[0]["num_updates"]) > first_updates
+    assert float(metrics[0]["accuracy"]) >= 90.0
+
+
+def test_generate_prints_labels_and_python_api_reproduces_them(trained):
+    checkpoint = os.path.join(trained["save_dir"], "checkpoint_best.pt")
+    out = fairseq("generate", trained["data"], "--user-dir", USER_DIR, "--task", "instruction",
+                  "--path", checkpoint, "--gen-subset", "valid", "--beam", "3",
+                  "--batch-size", "16", "--cpu", "--post-process", "sentencepiece")
+    hypotheses = {int(i): h for i, h in re.findall(r"^D-(\d+)\t\S+\t(.*)$", out, re.M)}
+    targets = {int(i): t for i, t in re.findall(r"^T-(\d+)\t(.*)$", out, re.M)}
+    assert len(hypotheses) == len(targets) == 120
+    assert set(hypotheses.values()) <= set(LABELS)  # the trie keeps outputs in the label set
+    h_lines = dict(re.findall(r"^H-(\d+)\t\S+\t(.*)$", out, re.M))
+    assert all(h_lines[str(i)] == h for i, h in hypotheses.items())  # detokenized H- lines
+    correct = sum(hypotheses[i] == targets[i] for i in targets)
+    assert correct / len(targets) >= 0.9
+
+    rows = [json.loads(line) for line in open(os.path.join(trained["data"], "valid.jsonl"))]
+    model = OFASys.from_pretrained(checkpoint)
+    inputs = [{"review": r["review"], "topic": r["topic"]} for r in rows]
+    predictions = model.inference(data=inputs, beam=3)
+    assert [p["label"] for p in predictions] == [hypotheses[i] for i in range(len(rows))]
+
+
+def test_python_api_zero_shot_instruction_and_free_text(trained):
+    model = OFASys.from_pretrained(os.path.join(trained["save_dir"], "checkpoint_best.pt"))
+    assert model.instruction == INSTRUCTION
+    rows = [{"review": "the soup was superb and the room was quiet", "topic": "soup"}]
+    prompt = "text1 [TEXT:review] text2 [TEXT:topic] -> [TEXT:label,closed_set]"
+    assert model.inference(prompt, data=rows)[0]["label"] in LABELS
+    free = model.inference("[TEXT:review] -> [TEXT:label]", data=rows, max_len=5)
+    assert isinstance(free[0]["label"], str)
+
+
+def test_hydra_train_runs_a_config_from_configs(trained, repo_root, tmp_path):
+    save_dir = tmp_path / "hydra_checkpoints"
+    fairseq("hydra_train", "--config-dir", os.path.join(repo_root, "configs"),
+            "--config-name", "nli_demo", f"task.data={trained['data']}",
+            f"task.instruction={INSTRUCTION}", "optimization.max_epoch=1",
+            f"checkpoint.save_dir={save_dir}", f"common.user_dir={USER_DIR}",
+            cwd=str(tmp_path))
+    assert (save_dir / "checkpoint_last.pt").exists()
+
+
+def test_checkpoint_pickling_other_globals_is_refused(trained, tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    state = torch.load(os.path.join(trained["save_dir"], "checkpoint_best.pt"))
+    state["extra_state"]["payload"] = Payload()
+    evil = tmp_path / "evil.pt"
+    torch.save(state, evil)
+
+    with pytest.raises(UnsafeCheckpointError, match="posix.system|os.system"):
+        OFASys.from_pretrained(str(evil))
+    result = subprocess.run(
+        [sys.executable, "-m", "fairseq_cli.generate", trained["data"], "--user-dir", USER_DIR,
+         "--task", "instruction", "--path", str(evil), "--gen-subset", "valid", "--cpu"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "Unsupported global" in result.stderr and "system" in result.stderr
+    assert not marker.exists()

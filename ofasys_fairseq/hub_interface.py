@@ -61,7 +61,6 @@ class OFASys:
         for column, values in (labels or {}).items():
             self.task.add_labels(column, [normalize_text(v, plan.target) for v in values])
         dataset = self.task.dataset_for(table, plan, with_target=False)
-        closed_set = plan.target.has("closed_set")
         results: List[Dict[str, object]] = [{} for _ in range(len(dataset))]
         for start in range(0, len(dataset), batch_size):
             batch = dataset.collater([dataset[i] for i in range(start, min(start + batch_size,
@@ -72,8 +71,7 @@ class OFASys:
                                                            .sum(1).max())
             generator = self.task.build_generator(
                 [self.model], argparse.Namespace(beam=beam, max_len_a=0,
-                                                 max_len_b=max_len + longest_prefix),
-                closed_set=closed_set)
+                                                 max_len_b=max_len + longest_prefix))
             hypos = self.task.inference_step(generator, [self.model], batch)
             for sample_id, nbest in zip(batch["id"].tolist(), hypos):
                 text = self.task.decode_text(nbest[0]["tokens"], batch["closed_set"])

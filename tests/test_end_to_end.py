@@ -93,7 +93,8 @@ def test_resume_continues_from_checkpoint_last(trained):
                   "--instruction", INSTRUCTION, *MODEL_ARGS, "--max-epoch", "5",
                   "--save-dir", trained["save_dir"], "--best-checkpoint-metric", "accuracy",
                   "--maximize-best-checkpoint-metric")
-    assert re.search(r"Loaded checkpoint .*checkpoint_last\.pt \(epoch 4 @ "
+    # fairseq reports the epoch the resumed run starts, i.e. the one after the last saved
+    assert re.search(r"Loaded checkpoint .*checkpoint_last\.pt \(epoch 5 @ "
                      rf"{first_updates} updates\)", log), log[-3000:]
     assert "taking the vocabulary and labels from" in log
     metrics = valid_metrics(log)
@@ -136,7 +137,7 @@ def test_hydra_train_runs_a_config_from_configs(trained, repo_root, tmp_path):
     save_dir = tmp_path / "hydra_checkpoints"
     fairseq("hydra_train", "--config-dir", os.path.join(repo_root, "configs"),
             "--config-name", "nli_demo", f"task.data={trained['data']}",
-            f"task.instruction={INSTRUCTION}", "optimization.max_epoch=1",
+            f"task.instruction='{INSTRUCTION}'",  # quoted: Hydra's grammar reserves [] "optimization.max_epoch=1",
             f"checkpoint.save_dir={save_dir}", f"common.user_dir={USER_DIR}",
             cwd=str(tmp_path))
     assert (save_dir / "checkpoint_last.pt").exists()
@@ -161,5 +162,6 @@ def test_checkpoint_pickling_other_globals_is_refused(trained, tmp_path):
          "--task", "instruction", "--path", str(evil), "--gen-subset", "valid", "--cpu"],
         capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
-    assert "Unsupported global" in result.stderr and "system" in result.stderr
+    # torch's own weights_only refusal, which names the global
+    assert re.search(r"(?i)unsupported global.*system", result.stderr), result.stderr[-2000:]
     assert not marker.exists()

@@ -28,6 +28,7 @@ from ..data.table import DataError, Table, find_split_file
 from ..data.text import normalize_text, text_value
 from ..data.vocabulary import (Vocabulary, default_cache_dir, load_sentencepiece,
                                train_sentencepiece)
+from ..decoding.restricted_generator import RestrictedSequenceGenerator
 from ..plan import TaskPlan
 
 logger = logging.getLogger(__name__)
@@ -229,13 +230,13 @@ class InstructionTask(FairseqTask):
 
     # -- decoding --------------------------------------------------------------------
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None,
-                        prefix_allowed_tokens_fn=None, closed_set: Optional[bool] = None):
-        if closed_set is None:
-            closed_set = self.plan is not None and self.plan.target.has("closed_set")
-        if prefix_allowed_tokens_fn is None and closed_set and not getattr(args, "sampling", False):
-            prefix_allowed_tokens_fn = self._allowed_tokens
-        return super().build_generator(models, args, seq_gen_cls, extra_gen_cls_kwargs,
-                                       prefix_allowed_tokens_fn)
+                        prefix_allowed_tokens_fn=None):
+        """Beam search restricted to the forced prefix, then to closed-set labels, and
+        renormalized over what is allowed (see ``decoding/restricted_generator.py``)."""
+        return super().build_generator(models, args,
+                                       seq_gen_cls or RestrictedSequenceGenerator,
+                                       extra_gen_cls_kwargs,
+                                       prefix_allowed_tokens_fn or self._allowed_tokens)
 
     def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
         """Beam search with the decoder prefix forced and, for closed sets, only label

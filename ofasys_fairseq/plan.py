@@ -47,12 +47,7 @@ class TaskPlan:
     def parse(cls, text: str) -> "TaskPlan":
         instruction = Instruction.parse(text)
         templates = [_plan_template(instruction, t) for t in instruction.alternatives]
-        first = templates[0].target
-        for template in templates[1:]:
-            if template.target != first:
-                _fail(instruction, template.target.position,
-                      f"every alternative must have the same target slot, "
-                      f"expected {first} like the first one")
+        _check_one_target(instruction, templates)
         return cls(instruction, templates)
 
     @property
@@ -85,6 +80,8 @@ class TaskPlan:
                               f"has {len(file_columns)} columns ({', '.join(file_columns)})")
                     names[id(slot)] = file_columns[i]
             templates.append(_rename(template, names))
+        # unnamed targets compare equal before binding, not necessarily after
+        _check_one_target(self.instruction, templates)
         return TaskPlan(self.instruction, templates)
 
     def __str__(self) -> str:
@@ -122,6 +119,15 @@ def _plan_template(instruction: Instruction, template) -> TemplatePlan:
             _fail(instruction, part.attr_positions.get("closed_set", part.position),
                   "'closed_set' applies to the target slot, not to no_loss slots")
     return TemplatePlan(tuple(template.encoder), tuple(template.decoder[:index]), target)
+
+
+def _check_one_target(instruction: Instruction, templates: Sequence[TemplatePlan]) -> None:
+    first = templates[0].target
+    for template in templates[1:]:
+        if template.target != first:
+            _fail(instruction, template.target.position,
+                  f"every alternative must have the same target slot, "
+                  f"expected {first} like the first one")
 
 
 def _rename(template: TemplatePlan, names: Dict[int, str]) -> TemplatePlan:

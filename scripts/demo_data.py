@@ -1,8 +1,8 @@
 """Deterministic synthetic tasks for the demo and the tests (no download).
 
 * ``nli``: premise / hypothesis pairs whose label (yes / no / maybe) follows
-  from the words: dropping the adjective keeps the meaning (yes), moving the
-  animal elsewhere contradicts it (no), adding a time is unknowable (maybe).
+  from the words: dropping the adjective keeps the meaning (yes), negating the
+  verb contradicts it (no), adding a time is unknowable (maybe).
 * ``translation``: English-like phrases into a made-up language with its own
   lexicon and adjective-after-noun order (free text, scored with BLEU).
 
@@ -41,8 +41,8 @@ def nli_example(rng: random.Random) -> Dict[str, str]:
     if label == "yes":
         hypothesis = f"the {animal} {verb} in the {place}"
     elif label == "no":
-        other = rng.choice([p for p in PLACES if p != place])
-        hypothesis = f"the {animal} {verb} in the {other}"
+        negated = rng.choice([f"does not {verb[:-1]}", f"never {verb}"])
+        hypothesis = f"the {animal} {negated} in the {place}"
     else:
         hypothesis = f"the {animal} {verb} in the {place} {rng.choice(TIMES)}"
     return {"premise": premise, "hypothesis": hypothesis, "label": label}

@@ -193,7 +193,7 @@ class InstructionDataset(FairseqDataset):
     def collater(self, examples: Sequence[Example]) -> Dict[str, object]:
         if not examples:
             return {}
-        pad, bos, eos = self.dictionary.pad(), self.dictionary.bos(), self.dictionary.eos()
+        pad, eos = self.dictionary.pad(), self.dictionary.eos()
         sources = [torch.tensor(e.source) for e in examples]
         decoder_inputs, targets, references = [], [], []
         for e in examples:

@@ -58,8 +58,8 @@ class Table:
         offset = 0
         for number, raw in enumerate(f, start=1):
             if self.format == ".tsv" and self.header is None:
-                self.header = _check_header(raw.decode("utf-8").rstrip("\r\n").split("\t"),
-                                            self.path)
+                text = _decode(raw, self.path, number, "utf-8-sig")  # Excel writes a BOM
+                self.header = _check_header(text.rstrip("\r\n").split("\t"), self.path)
             elif raw.strip():  # blank lines hold no row
                 self._offsets.append(offset)
                 self._lines.append(number)
@@ -78,7 +78,8 @@ class Table:
                 starts.append((position["offset"], position["line"] + 1))
                 position["offset"] += len(raw)
                 position["line"] += 1
-                yield raw.decode("utf-8")
+                yield _decode(raw, self.path, position["line"],
+                              "utf-8-sig" if position["line"] == 1 else "utf-8")
 
         reader = csv.reader(lines())
         consumed = 0
@@ -113,7 +114,8 @@ class Table:
         if self.format == ".jsonl":
             return self._parse_json(f.readline(), index)
         if self.format == ".tsv":
-            values = f.readline().decode("utf-8").rstrip("\r\n").split("\t")
+            values = _decode(f.readline(), self.path,
+                             self.line_number(index)).rstrip("\r\n").split("\t")
         else:
             values = next(csv.reader(_decoded_lines(f)))
         if len(values) != len(self.header):
@@ -126,6 +128,9 @@ class Table:
             row = json.loads(raw)
         except json.JSONDecodeError as e:
             raise DataError(f"invalid JSON ({e.msg} at character {e.pos})", self.path,
+                            self.line_number(index)) from None
+        except UnicodeDecodeError as e:
+            raise DataError(f"not valid UTF-8 (byte {e.start + 1} of the line)", self.path,
                             self.line_number(index)) from None
         if not isinstance(row, dict):
             raise DataError(f"expected a JSON object, found {type(row).__name__}", self.path,
@@ -141,6 +146,14 @@ class Table:
         state = dict(self.__dict__)
         state["_file"] = None
         return state
+
+
+def _decode(raw: bytes, path: str, line: int, encoding: str = "utf-8") -> str:
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        raise DataError(f"not valid UTF-8 (byte {e.start + 1} of the line)", path,
+                        line) from None
 
 
 def _decoded_lines(f) -> Iterator[str]:

@@ -12,7 +12,7 @@ import hashlib
 import io
 import logging
 import os
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional
 
 import numpy as np
 import sentencepiece as spm
@@ -145,7 +145,14 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int, cache_dir: Option
 def load_sentencepiece(path: str) -> bytes:
     with open(path, "rb") as f:
         proto = f.read()
-    spm.SentencePieceProcessor(model_proto=proto)  # fail now, with the path, if invalid
+    # fail now, with the path, if invalid (sentencepiece's own error names no file, and an
+    # empty file "loads" as a model without pieces)
+    try:
+        pieces = spm.SentencePieceProcessor(model_proto=proto).get_piece_size()
+    except RuntimeError as e:
+        raise ValueError(f"{path}: not a valid sentencepiece model ({e})") from None
+    if pieces == 0:
+        raise ValueError(f"{path}: not a valid sentencepiece model (no pieces)")
     return proto
 
 
@@ -153,6 +160,3 @@ def default_cache_dir() -> str:
     root = os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache"))
     return os.path.join(root, "ofasys_fairseq")
 
-
-def label_token_sequences(vocab: Vocabulary, labels: Sequence[str]) -> List[List[int]]:
-    return [vocab.encode(label) for label in labels]

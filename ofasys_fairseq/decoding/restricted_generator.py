@@ -11,7 +11,7 @@ probability, exactly the quantity the criterion trained.
 Plugged in through ``FairseqTask.build_generator(seq_gen_cls=...)``.
 """
 import torch
-from fairseq.search import PrefixConstrainedBeamSearch
+from fairseq.search import BeamSearch, PrefixConstrainedBeamSearch
 from fairseq.sequence_generator import SequenceGenerator
 
 
@@ -19,11 +19,29 @@ class RenormalizedPrefixConstrainedBeamSearch(PrefixConstrainedBeamSearch):
     def apply_mask(self, x, prev_output_tokens, original_batch_idxs):
         mask = super().apply_mask(x, prev_output_tokens, original_batch_idxs)
         log_norm = (x + mask).logsumexp(-1, keepdim=True)
-        # A beam already past eos only repeats eos; leaving its score unnormalized
-        # keeps such duplicates below the finished hypothesis they copy.
+        # A beam past eos (only a -inf filler beam, see ``step``) only repeats eos;
+        # its score stays unnormalized.
         finished = prev_output_tokens[:, -1].eq(self.eos) & (prev_output_tokens.size(1) > 1)
         keep = finished.view(-1, 1, 1) | torch.isinf(log_norm)
         return mask - log_norm.masked_fill(keep, 0.0)
+
+    def step(self, step, lprobs, scores, prev_output_tokens, original_batch_idxs):
+        """``PrefixConstrainedBeamSearch.step`` proposes only ``beam_size`` candidates,
+        so a finished (eos) candidate must also fill an active beam, which then goes on
+        emitting eos and is finalized again: the n-best list fills with copies of a
+        label (``label </s> </s>``) that push other labels out. Propose ``2 x beam``
+        candidates like fairseq's ``BeamSearch``: the active beams are always chosen
+        among non-eos candidates and a finished hypothesis is never continued."""
+        bsz, beam_size, vocab_size = lprobs.size()
+        lprobs = lprobs + self.apply_mask(
+            lprobs.view(bsz * beam_size, 1, vocab_size), prev_output_tokens,
+            original_batch_idxs).view(bsz, beam_size, vocab_size)
+        cand_scores, cand_indices, cand_beams = BeamSearch.step(self, step, lprobs, scores)
+        # Sentences with no finite continuation but eos have run out of labels (beam
+        # wider than the label set): RestrictedSequenceGenerator stops them now rather
+        # than at max_len.
+        self.exhausted = ~(torch.isfinite(cand_scores) & cand_indices.ne(self.eos)).any(dim=1)
+        return cand_scores, cand_indices, cand_beams
 
 
 class RestrictedSequenceGenerator(SequenceGenerator):
@@ -34,3 +52,9 @@ class RestrictedSequenceGenerator(SequenceGenerator):
             search_strategy = RenormalizedPrefixConstrainedBeamSearch(
                 tgt_dict, search_strategy.prefix_allowed_tokens_fn)
         super().__init__(models, tgt_dict, search_strategy=search_strategy, **kwargs)
+
+    def is_finished(self, step, unfin_idx, max_len, finalized_sent_len, beam_size):
+        exhausted = getattr(self.search, "exhausted", None)
+        if exhausted is not None and bool(exhausted[unfin_idx]):
+            return True
+        return super().is_finished(step, unfin_idx, max_len, finalized_sent_len, beam_size)

@@ -56,8 +56,9 @@ class InstructionConfig(FairseqDataclass):
     max_target_positions: int = field(default=1024, metadata={"help": "longest decoder sequence"})
     skip_invalid_rows: bool = field(default=False, metadata={
         "help": "skip rows with missing or bad values (the count is logged) instead of failing"})
-    eval_metrics: bool = field(default=True, metadata={
-        "help": "decode during validation and report accuracy (closed_set) or BLEU"})
+    no_eval_metrics: bool = field(default=False, metadata={
+        "help": "do not decode during validation (by default it reports accuracy for "
+                "closed_set targets, BLEU for free text)"})
     eval_beam: int = field(default=1, metadata={"help": "beam size for validation decoding"})
     eval_max_len: int = field(default=256, metadata={
         "help": "longest decoded sequence in validation, forced prefix included"})
@@ -103,11 +104,13 @@ class InstructionTask(FairseqTask):
             raise ValueError("no data directory given (the first positional argument)")
         table = Table(find_split_file(self.cfg.data, self.cfg.train_subset))
         plan = self._bind(table)
-        self.labels = self._collect_labels(table, plan)
+        rows = self._usable_rows(table, plan)
+        self.labels = self._collect_labels(table, plan, rows)
         if self.cfg.sentencepiece_model:
             proto = load_sentencepiece(self.cfg.sentencepiece_model)
         else:
-            proto = train_sentencepiece(self._training_texts(table, plan), self.cfg.vocab_size,
+            proto = train_sentencepiece(self._training_texts(table, plan, rows),
+                                        self.cfg.vocab_size,
                                         self.cfg.vocab_cache_dir or default_cache_dir())
         self.vocab = Vocabulary(proto, self.cfg.num_bins, self.dictionary)
         logger.info(f"dictionary: {len(self.dictionary)} types "
@@ -132,30 +135,62 @@ class InstructionTask(FairseqTask):
                             f"but the file's columns are: {', '.join(table.columns)}", table.path)
         return plan
 
-    def _collect_labels(self, table, plan: TaskPlan) -> Dict[str, List[str]]:
+    def _usable_rows(self, table, plan: TaskPlan) -> List[int]:
+        """Training rows whose slots all read; with --skip-invalid-rows the others are
+        left out here (the dataset counts and reports them), otherwise the first fails."""
+        rows, slots = [], _slots_of(plan)
+        for index in range(len(table)):
+            try:
+                for slot in slots:
+                    _read(table, index, slot)
+            except DataError:
+                if not self.cfg.skip_invalid_rows:
+                    raise
+                continue
+            rows.append(index)
+        return rows
+
+    def _collect_labels(self, table, plan: TaskPlan, rows: Sequence[int]) -> Dict[str, List[str]]:
         target = plan.target
+        files = self._label_files(target)
         if not target.has("closed_set"):
             return {}
-        files = dict(item.split("=", 1) for item in
-                     (self.cfg.closed_set_labels or "").split(",") if "=" in item)
         if target.column in files:
             path = os.path.join(self.cfg.data, files[target.column])
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"--closed-set-labels {target.column}="
+                                        f"{files[target.column]}: no such file {path}")
             with open(path, encoding="utf-8") as f:
                 labels = [normalize_text(line, target) for line in f if line.strip()]
         else:
             labels = sorted({normalize_text(_read(table, i, target), target)
-                             for i in range(len(table))})
+                             for i in rows})
         logger.info(f"closed set '{target.column}': {len(labels)} labels")
         return {target.column: labels}
 
-    def _training_texts(self, table, plan: TaskPlan):
+    def _label_files(self, target) -> Dict[str, str]:
+        """``--closed-set-labels`` as column -> path; every column must be the target."""
+        files = {}
+        for item in filter(None, (self.cfg.closed_set_labels or "").split(",")):
+            column, sep, path = (part.strip() for part in item.partition("="))
+            if not (sep and column and path):
+                raise ValueError(f"--closed-set-labels: expected 'column=path', got {item!r}")
+            files[column] = path
+        expected = {target.column} if target.has("closed_set") else set()
+        if set(files) - expected:
+            raise ValueError(
+                f"--closed-set-labels names column(s) {sorted(set(files) - expected)}, but the "
+                f"instruction's closed_set target is {sorted(expected) or 'absent'}")
+        return files
+
+    def _training_texts(self, table, plan: TaskPlan, rows: Sequence[int]):
         literals = {normalize_text(p) for t in plan.templates
                     for p in t.encoder + t.prefix if isinstance(p, str)}
         yield from sorted(literals)
         for labels in self.labels.values():
             yield from labels
-        slots = {s for t in plan.templates for s in t.slots}
-        for index in range(len(table)):
+        slots = _slots_of(plan)
+        for index in rows:
             for slot in slots:
                 yield normalize_text(_read(table, index, slot), slot)
 
@@ -222,7 +257,7 @@ class InstructionTask(FairseqTask):
     def build_model(self, cfg, from_checkpoint: bool = False):
         self.prepare()
         model = super().build_model(cfg, from_checkpoint)
-        if self.cfg.eval_metrics:
+        if not self.cfg.no_eval_metrics:
             self.sequence_generator = self.build_generator(
                 [model], argparse.Namespace(beam=self.cfg.eval_beam, max_len_a=0,
                                             max_len_b=self.cfg.eval_max_len))
@@ -322,6 +357,11 @@ class InstructionTask(FairseqTask):
             metrics.log_scalar_sum("_bleu_sys_len", total("_bleu_sys_len"))
             metrics.log_scalar_sum("_bleu_ref_len", total("_bleu_ref_len"))
             metrics.log_derived("bleu", _bleu_from_meters)
+
+
+def _slots_of(plan: TaskPlan) -> List:
+    """Distinct slots in instruction order (deterministic, unlike a set)."""
+    return list(dict.fromkeys(s for t in plan.templates for s in t.slots))
 
 
 def _read(table, index: int, slot) -> str:

@@ -1,0 +1,34 @@
+"""Small builders shared by the data and criterion tests."""
+import json
+import os
+import random
+from typing import Dict, Iterable, List
+
+from ofasys_fairseq.tasks.instruction_task import InstructionConfig, InstructionTask
+
+WORDS = ["the", "cat", "dog", "sat", "ran", "on", "a", "mat", "rug", "red", "big", "small",
+         "quick", "brown", "fox", "jumps", "over", "lazy", "bird", "sings"]
+
+
+def write_jsonl(path, rows: Iterable[Dict[str, object]]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+
+
+def sentences(count: int, seed: int, min_words: int = 2, max_words: int = 10) -> List[str]:
+    """Deterministic short sentences over a tiny word list (fast sentencepiece training)."""
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(min_words, max_words)))
+            for _ in range(count)]
+
+
+def instruction_task(data_dir, instruction: str, **overrides) -> InstructionTask:
+    """A real ``InstructionTask`` as ``fairseq-train`` would set it up, with the
+    interpolated fields (seed, subsets, checkpoint dir) given explicitly."""
+    fields = dict(data=str(data_dir), instruction=instruction, vocab_size=100, num_bins=8,
+                  seed=1, train_subset="train",
+                  save_dir=os.path.join(str(data_dir), "no-checkpoints"),
+                  restore_file="checkpoint_last.pt")
+    fields.update(overrides)
+    return InstructionTask.setup_task(InstructionConfig(**fields))

@@ -1,0 +1,230 @@
+"""Bad input fails before training, with messages that say what and where:
+through ``InstructionTask.setup_task`` + ``load_dataset`` and through fairseq-train."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from fairseq import options, tasks
+from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+import ofasys_fairseq
+from ofasys_fairseq.data.table import DataError
+from ofasys_fairseq.instruction import InstructionError
+
+USER_DIR = os.path.dirname(os.path.abspath(ofasys_fairseq.__file__))
+GOOD = "[TEXT:src] -> [TEXT:tgt]"
+ROWS = [{"src": f"the cat sat on mat {i}", "tgt": ["yes", "no"][i % 2]} for i in range(12)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy machine the
+    thread hand-offs cost more than the arithmetic."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_jsonl(path, rows):
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+
+
+def write_tsv(path, header, rows):
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\t".join(header) + "\n")
+        f.writelines("\t".join(str(r[c]) for c in header) + "\n" for r in rows)
+
+
+@pytest.fixture
+def data(tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    write_jsonl(root / "train.jsonl", ROWS)
+    write_jsonl(root / "valid.jsonl", ROWS[:4])
+    return root
+
+
+def setup_task(data_dir, instruction, *extra):
+    """The task as fairseq-train sets it up (same parser, same config conversion)."""
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(parser, [
+        str(data_dir), "--task", "instruction", "--instruction", instruction,
+        "--arch", "ofasys_tiny", "--vocab-size", "40", "--num-bins", "4", "--cpu",
+        "--save-dir", str(os.path.join(data_dir, "..", "checkpoints")), *extra])
+    return tasks.setup_task(convert_namespace_to_omegaconf(args).task)
+
+
+# --- instruction problems: at set-up, before any data is read ----------------------------
+
+
+@pytest.mark.parametrize("instruction, culprit, message", [
+    ("[IMAGE:img] -> [TEXT:cap]", "[IMAGE", "IMAGE slots are not supported yet"),
+    ("[TEXT:src] -> [TEXT:a] [TEXT:b]", "[TEXT:b]", "only one target slot"),
+    ("[TEXT:src] -> [TEXT:tgt] thanks", "[TEXT:tgt]", "must end the instruction"),
+    ("[TEXT:src,no_loss] -> [TEXT:tgt]", "no_loss", "'no_loss' does not apply to encoder slots"),
+    ("[TEXT:src,closed_set] -> [TEXT:tgt]", "closed_set",
+     "'closed_set' does not apply to encoder slots"),
+    ("[TEXT:src,bogus] -> [TEXT:tgt]", "bogus", "unknown attribute 'bogus'"),
+    ("[TEXT:src] -> [TEXT:tgt", "[TEXT:tgt", "is never closed"),
+])
+def test_bad_instructions_fail_at_setup_with_a_caret(tmp_path, instruction, culprit, message):
+    missing_data = tmp_path / "no-such-dir"  # the plan is checked before the data is looked at
+    with pytest.raises(InstructionError) as info:
+        setup_task(missing_data, instruction)
+    error = info.value
+    assert message in error.message
+    assert error.position == instruction.index(culprit)
+    lines = str(error).split("\n")
+    assert lines[1] == "  " + instruction
+    assert lines[2] == "  " + " " * error.position + "^"
+
+
+def test_a_good_instruction_sets_up_and_loads(data):
+    task = setup_task(data, GOOD)
+    assert task.plan.target.column == "tgt"
+    task.load_dataset("train")
+    task.load_dataset("valid")
+    assert len(task.datasets["train"]) == len(ROWS)
+    assert len(task.datasets["valid"]) == 4
+
+
+# --- data problems: at load_dataset, naming the file ----------------------------------
+
+
+def test_missing_column_in_a_tsv_lists_the_files_columns(tmp_path):
+    root = tmp_path / "tsv"
+    root.mkdir()
+    write_tsv(root / "train.tsv", ["src", "tgt"], ROWS)
+    task = setup_task(root, "[TEXT:source] -> [TEXT:tgt]")
+    with pytest.raises(DataError) as info:
+        task.load_dataset("train")
+    message = str(info.value)
+    assert info.value.path == str(root / "train.tsv")
+    assert str(root / "train.tsv") in message
+    assert "'source'" in message
+    assert "the file's columns are: src, tgt" in message
+
+
+def test_missing_column_in_jsonl_names_file_line_and_columns(data):
+    task = setup_task(data, "[TEXT:source] -> [TEXT:tgt]")
+    with pytest.raises(DataError) as info:
+        task.load_dataset("train")
+    message = str(info.value)
+    assert str(data / "train.jsonl") in message
+    assert info.value.line == 1 and info.value.column == "source"
+    assert "missing column 'source'" in message and "src, tgt" in message
+
+
+def test_missing_column_only_in_valid_names_the_valid_file(data):
+    write_tsv(data / "valid.tsv", ["src", "target"],
+              [{"src": r["src"], "target": r["tgt"]} for r in ROWS[:3]])
+    os.remove(data / "valid.jsonl")
+    task = setup_task(data, GOOD)
+    task.load_dataset("train")
+    with pytest.raises(DataError) as info:
+        task.load_dataset("valid")
+    assert info.value.path == str(data / "valid.tsv")
+    assert "'tgt'" in str(info.value) and "src, target" in str(info.value)
+
+
+def test_missing_split_file_lists_what_is_there(data):
+    task = setup_task(data, GOOD)
+    with pytest.raises(DataError, match=r"no data file for subset 'test'.*train\.jsonl"):
+        task.load_dataset("test")
+
+
+def test_closed_set_labels_file_that_does_not_exist(data):
+    task = setup_task(data, "[TEXT:src] -> [TEXT:tgt,closed_set]",
+                      "--closed-set-labels", "tgt=labels.txt")
+    with pytest.raises(OSError) as info:
+        task.load_dataset("train")
+    assert str(data / "labels.txt") in str(info.value)
+
+
+def test_closed_set_labels_file_is_read_in_order(data):
+    (data / "labels.txt").write_text("no\nyes\n\nmaybe  later\n", encoding="utf-8")
+    task = setup_task(data, "[TEXT:src] -> [TEXT:tgt,closed_set]",
+                      "--closed-set-labels", "tgt=labels.txt")
+    task.load_dataset("train")
+    assert task.labels == {"tgt": ["no", "yes", "maybe later"]}
+    assert task.closed_set("tgt").labels == ("no", "yes", "maybe later")
+
+
+def test_closed_set_value_outside_the_labels_file(data):
+    (data / "labels.txt").write_text("yes\n", encoding="utf-8")
+    task = setup_task(data, "[TEXT:src] -> [TEXT:tgt,closed_set]",
+                      "--closed-set-labels", "tgt=labels.txt")
+    with pytest.raises(DataError, match="'no' is not one of the 1 closed-set labels") as info:
+        task.load_dataset("train")
+    assert info.value.path == str(data / "train.jsonl") and info.value.line == 2
+
+
+@pytest.mark.parametrize("option, message", [
+    ("tgt", "expected 'column=path', got 'tgt'"),
+    ("tgt=", "expected 'column=path', got 'tgt='"),
+    ("tgtt=labels.txt", "names column(s) ['tgtt'], but the instruction's closed_set target "
+                        "is ['tgt']"),
+])
+def test_closed_set_labels_option_typos_are_errors(data, option, message):
+    (data / "labels.txt").write_text("yes\nno\n", encoding="utf-8")
+    task = setup_task(data, "[TEXT:src] -> [TEXT:tgt,closed_set]", "--closed-set-labels", option)
+    with pytest.raises(ValueError) as info:
+        task.load_dataset("train")
+    assert message in str(info.value)
+
+
+def test_closed_set_labels_for_a_free_text_target_is_an_error(data):
+    (data / "labels.txt").write_text("yes\n", encoding="utf-8")
+    task = setup_task(data, GOOD, "--closed-set-labels", "tgt=labels.txt")
+    with pytest.raises(ValueError, match="closed_set target is absent"):
+        task.load_dataset("train")
+
+
+@pytest.mark.parametrize("flag, decodes", [((), True), (("--no-eval-metrics",), False)])
+def test_validation_decoding_is_on_unless_switched_off(data, flag, decodes):
+    task = setup_task(data, GOOD, *flag)
+    assert task.cfg.no_eval_metrics is not decodes
+
+
+# --- through fairseq-train itself ---------------------------------------------------------
+
+
+def fairseq_train(data_dir, save_dir, instruction):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run(
+        [sys.executable, "-m", "fairseq_cli.train", str(data_dir), "--user-dir", USER_DIR,
+         "--task", "instruction", "--instruction", instruction, "--arch", "ofasys_tiny",
+         "--embed-dim", "16", "--ffn-embed-dim", "32", "--encoder-layers", "1",
+         "--decoder-layers", "1", "--criterion", "instruction_ce", "--optimizer", "adam",
+         "--lr", "0.001", "--batch-size", "4", "--max-epoch", "1", "--vocab-size", "40",
+         "--num-bins", "4", "--cpu", "--num-workers", "0", "--save-dir", str(save_dir)],
+        capture_output=True, text=True, timeout=300, env=env)
+
+
+def checkpoints_in(save_dir):
+    return [f for f in os.listdir(save_dir) if f.endswith(".pt")] if os.path.isdir(save_dir) else []
+
+
+def test_cli_refuses_an_unsupported_modality_before_training(data, tmp_path):
+    instruction = "[IMAGE:img] -> [TEXT:cap]"
+    save_dir = tmp_path / "checkpoints"
+    result = fairseq_train(data, save_dir, instruction)
+    assert result.returncode != 0
+    assert "InstructionError: IMAGE slots are not supported yet" in result.stderr, \
+        result.stderr[-3000:]
+    assert f"\n  {instruction}\n  ^" in result.stderr  # the caret under '[IMAGE'
+    assert checkpoints_in(save_dir) == []
+
+
+def test_cli_reports_a_missing_column_with_the_file(data, tmp_path):
+    save_dir = tmp_path / "checkpoints"
+    result = fairseq_train(data, save_dir, "[TEXT:source] -> [TEXT:tgt]")
+    assert result.returncode != 0
+    assert "DataError" in result.stderr, result.stderr[-3000:]
+    assert f"{data / 'train.jsonl'}, line 1, column 'source'" in result.stderr
+    assert checkpoints_in(save_dir) == []

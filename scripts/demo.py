@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -51,10 +52,10 @@ DEMO_TASKS = {
         "--lr", "0.001", "--warmup-updates", "100", "--batch-size", "32",
         "--vocab-size", "200", "--max-epoch", "4"]),
     "translation": DemoTask("translation", "bleu", [
-        "--embed-dim", "64", "--ffn-embed-dim", "128", "--attention-heads", "4",
+        "--embed-dim", "128", "--ffn-embed-dim", "256", "--attention-heads", "4",
         "--encoder-layers", "2", "--decoder-layers", "2", "--dropout", "0.0",
-        "--lr", "0.003", "--warmup-updates", "50", "--batch-size", "32",
-        "--vocab-size", "200", "--max-epoch", "8"]),
+        "--lr", "0.002", "--warmup-updates", "100", "--batch-size", "32",
+        "--vocab-size", "200", "--max-epoch", "15"]),
 }
 
 
@@ -103,7 +104,8 @@ def run_task(task: DemoTask, out_dir: str) -> Dict[str, object]:
     data_dir = demo_data.write_task(os.path.join(out_dir, "data"), task.name,
                                     task.train_rows, task.valid_rows, seed=1)
     work_dir = os.path.join(out_dir, task.name)
-    os.makedirs(work_dir, exist_ok=True)
+    shutil.rmtree(work_dir, ignore_errors=True)  # train from scratch, never resume
+    os.makedirs(work_dir)
     save_dir = os.path.join(work_dir, "checkpoints")
     start = time.time()
     train_log = run_tool("train", [
@@ -149,8 +151,9 @@ def print_report(results: List[Dict[str, object]]) -> None:
         for row, target, prediction, generated in r["examples"]:
             inputs = "  ".join(f"{k}={v!r}" for k, v in row.items() if k != target)
             mark = "ok" if prediction == row[target] else "WRONG"
+            generate = "agrees" if generated == prediction else f"says {generated!r}"
             print(f"  {inputs}\n    -> {prediction!r} (reference {row[target]!r}, {mark}; "
-                  f"fairseq-generate {'agrees' if generated == prediction else generated!r})")
+                  f"fairseq-generate {generate})")
 
 
 def main() -> None:

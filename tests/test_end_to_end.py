@@ -143,6 +143,43 @@ def test_hydra_train_runs_a_config_from_configs(trained, repo_root, tmp_path):
     assert (save_dir / "checkpoint_last.pt").exists()
 
 
+LEXICON = {"red": "ruzo", "small": "piko", "cat": "mau", "dog": "kani", "sees": "vidas",
+           "likes": "amas", "two": "du", "three": "tri", "old": "vec", "bird": "avi"}
+
+
+def word_for_word_example(rng: random.Random) -> dict:
+    words = [rng.choice(sorted(LEXICON)) for _ in range(rng.randint(3, 6))]
+    return {"en": " ".join(words), "toy": " ".join(LEXICON[w] for w in words)}
+
+
+def test_free_text_task_reports_bleu_and_decodes_the_same_everywhere(tmp_path):
+    data, save_dir = tmp_path / "data", tmp_path / "checkpoints"
+    data.mkdir()
+    rng = random.Random(1)
+    write_rows(data / "train.jsonl", [word_for_word_example(rng) for _ in range(1000)])
+    write_rows(data / "valid.jsonl", [word_for_word_example(rng) for _ in range(60)])
+    instruction = "translate word for word: [TEXT:en] -> [TEXT:toy]"
+    log = fairseq("train", str(data), "--user-dir", USER_DIR, "--task", "instruction",
+                  "--instruction", instruction, *MODEL_ARGS, "--max-epoch", "12",
+                  "--batch-size", "16",  # ~750 updates: alignment emerges after ~500
+                  "--save-dir", str(save_dir), "--best-checkpoint-metric", "bleu",
+                  "--maximize-best-checkpoint-metric")
+    bleu = [float(m["bleu"]) for m in valid_metrics(log)]
+    # a word-for-word mapping: BLEU starts at 0; this model reaches ~100 by epoch 10
+    assert bleu[0] < 10.0 and bleu[-1] >= 60.0, bleu
+
+    checkpoint = str(save_dir / "checkpoint_best.pt")
+    out = fairseq("generate", str(data), "--user-dir", USER_DIR, "--task", "instruction",
+                  "--path", checkpoint, "--gen-subset", "valid", "--beam", "4", "--cpu",
+                  "--batch-size", "16", "--post-process", "sentencepiece")
+    hypotheses = {int(i): h for i, h in re.findall(r"^D-(\d+)\t\S+\t(.*)$", out, re.M)}
+    assert len(hypotheses) == 60
+    rows = [json.loads(line) for line in open(data / "valid.jsonl")]
+    predictions = OFASys.from_pretrained(checkpoint).inference(
+        data=[{"en": r["en"]} for r in rows], beam=4)
+    assert [p["toy"] for p in predictions] == [hypotheses[i] for i in range(len(rows))]
+
+
 def test_checkpoint_pickling_other_globals_is_refused(trained, tmp_path):
     marker = tmp_path / "pwned"
 

@@ -55,26 +55,31 @@ class InstructionCrossEntropyCriterion(FairseqCriterion):
         self.eps = label_smoothing
 
     def forward(self, model, sample, reduce: bool = True):
-        logits = model(**sample["net_input"])[0].float()
-        target = sample["target"]
-        flat_logits = logits.view(-1, logits.size(-1))
-        flat_target = target.reshape(-1)
-        scored = flat_target.ne(self.padding_idx)
+        target = sample["target"].reshape(-1)
+        # Project to the vocabulary only where there is a loss: no_loss prefixes are
+        # often most of the decoder sequence (see benchmarks/criterion.py).
+        features, _ = model(**sample["net_input"], features_only=True)
+        scored = target.ne(self.padding_idx).nonzero(as_tuple=True)[0]
+        logits = model.decoder.output_layer(
+            features.reshape(-1, features.size(-1))[scored]).float()
+        gold = target[scored]
+        open_rows = torch.ones_like(gold, dtype=torch.bool)
         loss = nll_loss = logits.new_zeros(())
 
         steps = sample.get("closed_set_steps")
         if steps is not None:
-            positions = steps["positions"]
-            closed_loss, closed_nll = closed_set_loss(
-                flat_logits[positions], flat_target[positions], steps["allowed"], self.eps)
+            row_of = torch.full_like(target, -1)
+            row_of[scored] = torch.arange(len(scored), device=target.device)
+            rows = row_of[steps["positions"]]
+            closed_loss, closed_nll = closed_set_loss(logits[rows], gold[rows],
+                                                      steps["allowed"], self.eps)
             loss, nll_loss = loss + closed_loss, nll_loss + closed_nll
-            scored = scored.clone()
-            scored[positions] = False
+            open_rows[rows] = False
 
-        if scored.any():
-            lprobs = F.log_softmax(flat_logits[scored], dim=-1)
+        if open_rows.any():
+            lprobs = F.log_softmax(logits[open_rows], dim=-1)
             open_loss, open_nll = label_smoothed_nll_loss(
-                lprobs, flat_target[scored], self.eps, ignore_index=None, reduce=True)
+                lprobs, gold[open_rows], self.eps, ignore_index=None, reduce=True)
             loss, nll_loss = loss + open_loss, nll_loss + open_nll
 
         sample_size = sample["ntokens"]

@@ -183,6 +183,18 @@ class InstructionDataset(FairseqDataset):
         return data_utils.filter_paired_dataset_indices_by_size(
             self.src_sizes, self.tgt_sizes, indices, max_sizes)
 
+    def batch_by_size(self, indices, max_tokens=None, max_sentences=None,
+                      required_batch_size_multiple=1):
+        """fairseq's batching, keeping the last batch: ``data_utils.batch_by_size``
+        drops it when its size is not a multiple of ``--required-batch-size-multiple``
+        (8 by default; fairseq issue #5036), which silently loses validation and test rows."""
+        batches = super().batch_by_size(indices, max_tokens, max_sentences,
+                                        required_batch_size_multiple)
+        batched = sum(len(b) for b in batches)
+        if batched < len(indices):  # batches cover a prefix of ``indices``, in order
+            batches = list(batches) + [np.asarray(indices[batched:], dtype=np.int64)]
+        return batches
+
     def set_epoch(self, epoch: int):
         self.epoch = epoch
 

@@ -73,10 +73,12 @@ class OFASysModel(FairseqEncoderDecoderModel):
         decoder = TransformerDecoderBase(layers, dictionary, embed_tokens)
         return cls(encoder, decoder)
 
-    def forward(self, src_tokens, src_lengths, prev_output_tokens, **modality_inputs):
+    def forward(self, src_tokens, src_lengths, prev_output_tokens, features_only: bool = False,
+                **modality_inputs):
         # modality inputs (images, ...) are for the encoder only
         encoder_out = self.encoder(src_tokens, src_lengths=src_lengths, **modality_inputs)
-        return self.decoder(prev_output_tokens, encoder_out=encoder_out)
+        return self.decoder(prev_output_tokens, encoder_out=encoder_out,
+                            features_only=features_only)
 
 
 def _register_size(name: str, width: int, encoder_layers: int, decoder_layers: int, heads: int):

@@ -14,7 +14,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
-import numpy as np
 import sacrebleu
 import torch
 from fairseq import metrics
@@ -33,6 +32,9 @@ from ..plan import TaskPlan
 
 logger = logging.getLogger(__name__)
 BLEU_ORDER = 4
+BLEU_STATS = ([f"_bleu_counts_{i}" for i in range(BLEU_ORDER)]
+              + [f"_bleu_totals_{i}" for i in range(BLEU_ORDER)]
+              + ["_bleu_sys_len", "_bleu_ref_len"])
 
 
 @dataclass
@@ -350,12 +352,10 @@ class InstructionTask(FairseqTask):
             metrics.log_derived("accuracy", lambda m: round(
                 100.0 * m["_correct"].sum / max(m["_total"].sum, 1), 2))
         if total("_bleu_sys_len") > 0:
-            metrics.log_scalar_sum("_bleu_counts", np.array(
-                [total(f"_bleu_counts_{i}") for i in range(BLEU_ORDER)]))
-            metrics.log_scalar_sum("_bleu_totals", np.array(
-                [total(f"_bleu_totals_{i}") for i in range(BLEU_ORDER)]))
-            metrics.log_scalar_sum("_bleu_sys_len", total("_bleu_sys_len"))
-            metrics.log_scalar_sum("_bleu_ref_len", total("_bleu_ref_len"))
+            # plain int meters: numpy arrays would end up pickled in checkpoints, which
+            # torch's weights_only loading (rightly) refuses
+            for key in BLEU_STATS:
+                metrics.log_scalar_sum(key, int(total(key)))
             metrics.log_derived("bleu", _bleu_from_meters)
 
 
@@ -369,10 +369,13 @@ def _read(table, index: int, slot) -> str:
 
 
 def _bleu_from_meters(meters) -> float:
+    def stat(key: str) -> int:
+        return int(meters[key].sum)
+
     score = sacrebleu.BLEU.compute_bleu(
-        correct=meters["_bleu_counts"].sum.tolist(), total=meters["_bleu_totals"].sum.tolist(),
-        sys_len=int(meters["_bleu_sys_len"].sum), ref_len=int(meters["_bleu_ref_len"].sum),
-        smooth_method="exp")
+        correct=[stat(f"_bleu_counts_{i}") for i in range(BLEU_ORDER)],
+        total=[stat(f"_bleu_totals_{i}") for i in range(BLEU_ORDER)],
+        sys_len=stat("_bleu_sys_len"), ref_len=stat("_bleu_ref_len"), smooth_method="exp")
     return round(score.score, 2)
 
 

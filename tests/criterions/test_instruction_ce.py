@@ -52,8 +52,15 @@ class FixedLogits(nn.Module):
         super().__init__()
         self.logits = nn.Parameter(logits.clone())
 
-    def forward(self, src_tokens, src_lengths, prev_output_tokens):
-        return self.logits, {}
+    def forward(self, src_tokens, src_lengths, prev_output_tokens, features_only=False):
+        return self.logits, {}  # the "features" are the logits ...
+
+    @property
+    def decoder(self):
+        return self
+
+    def output_layer(self, features):
+        return features  # ... and the output layer is the identity
 
 
 @pytest.fixture(scope="module")

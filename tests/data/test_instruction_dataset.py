@@ -213,6 +213,18 @@ def test_batches_from_fairseqs_iterator(open_task):
     assert sorted(seen) == [i for i in range(len(ds)) if ds.size(i)[0] <= max_src]
 
 
+@pytest.mark.parametrize("batch_size, multiple", [(4, 8), (3, 2), (8, 8), (5, 1)])
+def test_every_row_is_batched_whatever_the_batch_size_multiple(open_task, batch_size, multiple):
+    # fairseq's data_utils.batch_by_size drops a last batch whose size is not a multiple
+    # of --required-batch-size-multiple (8 by default); the dataset keeps it
+    ds = open_task.datasets["valid"]
+    epoch_itr = open_task.get_batch_iterator(
+        ds, max_sentences=batch_size, required_batch_size_multiple=multiple, seed=1,
+        num_workers=0, epoch=1, disable_iterator_cache=True)
+    seen = [i for batch in epoch_itr.next_epoch_itr(shuffle=False) for i in batch["id"].tolist()]
+    assert sorted(seen) == list(range(len(ds)))
+
+
 # --- collation -----------------------------------------------------------------------------
 
 

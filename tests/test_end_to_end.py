@@ -102,7 +102,7 @@ def test_resume_continues_from_checkpoint_last(trained):
     assert float(metrics[0]["accuracy"]) >= 90.0
 
 
-def test_generate_prints_labels_and_python_api_reproduces_them(trained):
+def test_generate_prints_labels_and_python_api_reproduces_them(trained, tmp_path):
     checkpoint = os.path.join(trained["save_dir"], "checkpoint_best.pt")
     out = fairseq("generate", trained["data"], "--user-dir", USER_DIR, "--task", "instruction",
                   "--path", checkpoint, "--gen-subset", "valid", "--beam", "3",
@@ -115,6 +115,16 @@ def test_generate_prints_labels_and_python_api_reproduces_them(trained):
     assert all(h_lines[str(i)] == h for i, h in hypotheses.items())  # detokenized H- lines
     correct = sum(hypotheses[i] == targets[i] for i in targets)
     assert correct / len(targets) >= 0.9
+
+    # the installed console script finds the plugin from any directory
+    console = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "ofasys-generate"), trained["data"],
+         "--task", "instruction", "--path", checkpoint, "--gen-subset", "valid", "--beam", "3",
+         "--batch-size", "16", "--cpu"], cwd=str(tmp_path), capture_output=True, text=True,
+        timeout=600)
+    assert console.returncode == 0, console.stderr[-3000:]
+    assert dict(re.findall(r"^D-(\d+)\t\S+\t(.*)$", console.stdout, re.M)) == \
+        {str(i): h for i, h in hypotheses.items()}
 
     rows = [json.loads(line) for line in open(os.path.join(trained["data"], "valid.jsonl"))]
     model = OFASys.from_pretrained(checkpoint)

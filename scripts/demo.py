@@ -50,12 +50,12 @@ DEMO_TASKS = {
         "--embed-dim", "128", "--ffn-embed-dim", "256", "--attention-heads", "4",
         "--encoder-layers", "2", "--decoder-layers", "2", "--dropout", "0.1",
         "--lr", "0.001", "--warmup-updates", "100", "--batch-size", "32",
-        "--vocab-size", "200", "--max-epoch", "4"]),
+        "--vocab-size", "200", "--max-epoch", "3"]),
     "translation": DemoTask("translation", "bleu", [
         "--embed-dim", "128", "--ffn-embed-dim", "256", "--attention-heads", "4",
         "--encoder-layers", "2", "--decoder-layers", "2", "--dropout", "0.0",
         "--lr", "0.002", "--warmup-updates", "100", "--batch-size", "32",
-        "--vocab-size", "200", "--max-epoch", "15"]),
+        "--vocab-size", "200", "--max-epoch", "6"]),
 }
 
 

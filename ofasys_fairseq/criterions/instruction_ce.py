@@ -71,6 +71,8 @@ class InstructionCrossEntropyCriterion(FairseqCriterion):
             row_of = torch.full_like(target, -1)
             row_of[scored] = torch.arange(len(scored), device=target.device)
             rows = row_of[steps["positions"]]
+            if bool((rows < 0).any()):  # -1 would silently score another position
+                raise ValueError("closed_set_steps name a position with no target token")
             closed_loss, closed_nll = closed_set_loss(logits[rows], gold[rows],
                                                       steps["allowed"], self.eps)
             loss, nll_loss = loss + closed_loss, nll_loss + closed_nll

@@ -135,7 +135,7 @@ def test_vocabulary_pickles_without_its_processor(vocab):
 # --- training and its cache ---------------------------------------------------------------
 
 
-def expected_cache_name(texts, vocab_size, model_type="unigram"):
+def expected_cache_name(texts, vocab_size, model_type="bpe"):
     """The cache file name, re-derived: sha256 over the non-blank texts (one per line)
     and the training settings."""
     digest = hashlib.sha256()

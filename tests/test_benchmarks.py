@@ -6,22 +6,11 @@ import math
 from dataclasses import replace
 
 import pytest
-import torch
 
 from benchmarks.criterion import GRAD_RTOL, QUICK, VARIANTS, run
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine the
-    thread hand-offs cost more than the arithmetic."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_quick_benchmark_variants_agree(one_thread):
+def test_quick_benchmark_variants_agree():
     out = io.StringIO()
     results = run(replace(QUICK, warmup=0), out=out)  # raises BenchmarkError on disagreement
     report = out.getvalue()

@@ -17,16 +17,6 @@ from ofasys_fairseq.checkpoint_safety import (FAIRSEQ_CHECKPOINT_GLOBALS, Unsafe
                                               check_checkpoint_is_safe)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine the
-    thread hand-offs cost more than the arithmetic."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class Custom:
     """An arbitrary user class: never part of a fairseq checkpoint."""
 

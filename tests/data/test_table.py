@@ -195,25 +195,16 @@ def test_invalid_utf8_is_located(tmp_path, ext):
     assert_located(info.value, path, line)
 
 
-@pytest.mark.parametrize("content,reason", [
-    (b"", "empty file"),
-    (b"src\t\ttgt\nx\ty\tz\n", "header field 2 is empty"),
-    (b"src\ttgt\tsrc\nx\ty\tz\n", "duplicate column names in header: src"),
+@pytest.mark.parametrize("name,content,reason", [
+    ("d.tsv", b"", "empty file"),
+    ("d.tsv", b"src\t\ttgt\nx\ty\tz\n", "header field 2 is empty"),
+    ("d.tsv", b"src\ttgt\tsrc\nx\ty\tz\n", "duplicate column names in header: src"),
+    ("d.csv", b"", "empty file"),
+    ("d.csv", b"a,,b\n1,2,3\n", "header field 2 is empty"),
+    ("d.csv", b"a,b,a\n1,2,3\n", "duplicate column names in header: a"),
 ])
-def test_bad_tsv_header(tmp_path, content, reason):
-    path = write_bytes(tmp_path / "d.tsv", content)
-    with pytest.raises(DataError, match=reason) as info:
-        Table(path)
-    assert info.value.path == path
-
-
-@pytest.mark.parametrize("content,reason", [
-    (b"", "empty file"),
-    (b"a,,b\n1,2,3\n", "header field 2 is empty"),
-    (b"a,b,a\n1,2,3\n", "duplicate column names in header: a"),
-])
-def test_bad_csv_header(tmp_path, content, reason):
-    path = write_bytes(tmp_path / "d.csv", content)
+def test_bad_header(tmp_path, name, content, reason):
+    path = write_bytes(tmp_path / name, content)
     with pytest.raises(DataError, match=reason) as info:
         Table(path)
     assert info.value.path == path

@@ -12,16 +12,6 @@ DIM = 32
 MAX_POSITIONS = 24
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine the
-    thread hand-offs cost more than the arithmetic."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_dictionary(size: int = 20) -> Dictionary:
     d = Dictionary()
     for i in range(size):

@@ -26,16 +26,6 @@ SMALL = ["--embed-dim", "32", "--ffn-embed-dim", "64", "--attention-heads", "4",
          "--encoder-layers", "1", "--decoder-layers", "2", "--dropout", "0.0"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine the
-    thread hand-offs cost more than the arithmetic."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("model_data")

@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from fairseq import options, tasks
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
@@ -17,16 +16,6 @@ from ofasys_fairseq.instruction import InstructionError
 USER_DIR = os.path.dirname(os.path.abspath(ofasys_fairseq.__file__))
 GOOD = "[TEXT:src] -> [TEXT:tgt]"
 ROWS = [{"src": f"the cat sat on mat {i}", "tgt": ["yes", "no"][i % 2]} for i in range(12)]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine the
-    thread hand-offs cost more than the arithmetic."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def write_jsonl(path, rows):

@@ -1,14 +1,14 @@
 """ofasys-fairseq: multimodal multitask learning from one-line instructions.
 
 Importing the package (which ``--user-dir`` does) registers the task, model,
-architectures and criterion with fairseq, and the checkpoint allow-list with torch.
+architectures, criterion and scorer with fairseq, and the checkpoint allow-list with torch.
 """
 from .checkpoint_safety import allow_fairseq_checkpoint_globals
 from .instruction import Instruction, InstructionError
 
 allow_fairseq_checkpoint_globals()
 
-from . import criterions, models, tasks  # noqa: E402,F401  (fairseq registrations)
+from . import criterions, models, scoring, tasks  # noqa: E402,F401  (fairseq registrations)
 from .hub_interface import OFASys  # noqa: E402
 
 __all__ = ["Instruction", "InstructionError", "OFASys"]

@@ -17,8 +17,6 @@ import time
 from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
-import sacrebleu
-
 import demo_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,6 +27,7 @@ COMMON_TRAIN_ARGS = [
     "--cpu", "--num-workers", "0", "--no-epoch-checkpoints", "--log-format", "simple",
     "--log-interval", "50", "--seed", "1",
 ]
+SCORERS = {"accuracy": "exact_match", "bleu": "sacrebleu"}  # fairseq-generate --scoring
 
 
 @dataclass
@@ -86,17 +85,12 @@ def best_validation(log: str, metric: str) -> float:
     return max(values) if values else float("nan")
 
 
-def score_generate_output(output: str, metric: str) -> Tuple[float, Dict[int, str]]:
-    """Accuracy or corpus BLEU of fairseq-generate's detokenized D- lines against T- lines."""
+def generate_results(output: str, metric: str) -> Tuple[float, Dict[int, str]]:
+    """fairseq-generate's score line (``--scoring exact_match`` or ``sacrebleu``) and its
+    detokenized hypotheses by sample id."""
+    pattern = r"exact_match = ([\d.]+)" if metric == "accuracy" else r"BLEU = ([\d.]+)"
     hypotheses = {int(i): h for i, h in re.findall(r"^D-(\d+)\t\S+\t(.*)$", output, re.M)}
-    references = {int(i): t for i, t in re.findall(r"^T-(\d+)\t(.*)$", output, re.M)}
-    ids = sorted(references)
-    if metric == "accuracy":
-        score = 100.0 * sum(hypotheses[i] == references[i] for i in ids) / len(ids)
-    else:
-        score = sacrebleu.corpus_bleu([hypotheses[i] for i in ids],
-                                      [[references[i] for i in ids]]).score
-    return score, hypotheses
+    return float(re.search(pattern, output).group(1)), hypotheses
 
 
 def run_task(task: DemoTask, out_dir: str) -> Dict[str, object]:
@@ -119,8 +113,9 @@ def run_task(task: DemoTask, out_dir: str) -> Dict[str, object]:
     generate_log = run_tool("generate", [
         data_dir, "--user-dir", USER_DIR, "--task", "instruction", "--path", checkpoint,
         "--gen-subset", "valid", "--beam", "5", "--batch-size", "64", "--cpu",
-        "--post-process", "sentencepiece"], os.path.join(work_dir, "generate.log"))
-    generate_score, generated = score_generate_output(generate_log, task.metric)
+        "--post-process", "sentencepiece", "--scoring", SCORERS[task.metric]],
+        os.path.join(work_dir, "generate.log"))
+    generate_score, generated = generate_results(generate_log, task.metric)
 
     from ofasys_fairseq import OFASys  # imported late: fairseq start-up is slow
 

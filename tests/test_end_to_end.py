@@ -106,7 +106,8 @@ def test_generate_prints_labels_and_python_api_reproduces_them(trained, tmp_path
     checkpoint = os.path.join(trained["save_dir"], "checkpoint_best.pt")
     out = fairseq("generate", trained["data"], "--user-dir", USER_DIR, "--task", "instruction",
                   "--path", checkpoint, "--gen-subset", "valid", "--beam", "3",
-                  "--batch-size", "16", "--cpu", "--post-process", "sentencepiece")
+                  "--batch-size", "16", "--cpu", "--post-process", "sentencepiece",
+                  "--scoring", "exact_match")
     hypotheses = {int(i): h for i, h in re.findall(r"^D-(\d+)\t\S+\t(.*)$", out, re.M)}
     targets = {int(i): t for i, t in re.findall(r"^T-(\d+)\t(.*)$", out, re.M)}
     assert len(hypotheses) == len(targets) == 120
@@ -115,6 +116,7 @@ def test_generate_prints_labels_and_python_api_reproduces_them(trained, tmp_path
     assert all(h_lines[str(i)] == h for i, h in hypotheses.items())  # detokenized H- lines
     correct = sum(hypotheses[i] == targets[i] for i in targets)
     assert correct / len(targets) >= 0.9
+    assert f"exact_match = {100 * correct / len(targets):.2f} ({correct}/120)" in out
 
     # the installed console script finds the plugin from any directory
     console = subprocess.run(
@@ -181,7 +183,9 @@ def test_free_text_task_reports_bleu_and_decodes_the_same_everywhere(tmp_path):
     checkpoint = str(save_dir / "checkpoint_best.pt")
     out = fairseq("generate", str(data), "--user-dir", USER_DIR, "--task", "instruction",
                   "--path", checkpoint, "--gen-subset", "valid", "--beam", "4", "--cpu",
-                  "--batch-size", "16", "--post-process", "sentencepiece")
+                  "--batch-size", "16", "--post-process", "sentencepiece",
+                  "--scoring", "sacrebleu")
+    assert float(re.search(r"BLEU = ([\d.]+)", out).group(1)) >= 60.0
     hypotheses = {int(i): h for i, h in re.findall(r"^D-(\d+)\t\S+\t(.*)$", out, re.M)}
     assert len(hypotheses) == 60
     rows = [json.loads(line) for line in open(data / "valid.jsonl")]

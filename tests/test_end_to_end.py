@@ -91,6 +91,7 @@ def test_resume_continues_from_checkpoint_last(trained):
     first_updates = int(valid_metrics(trained["log"])[-1]["num_updates"])
     log = fairseq("train", trained["data"], "--user-dir", USER_DIR, "--task", "instruction",
                   "--instruction", INSTRUCTION, *MODEL_ARGS, "--max-epoch", "5",
+                  "--num-workers", "2",  # rows read by index in forked DataLoader workers
                   "--save-dir", trained["save_dir"], "--best-checkpoint-metric", "accuracy",
                   "--maximize-best-checkpoint-metric")
     # fairseq reports the epoch the resumed run starts, i.e. the one after the last saved

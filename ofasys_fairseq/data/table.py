@@ -43,7 +43,7 @@ class Table:
         self.header: Optional[List[str]] = None
         self._offsets: List[int] = []
         self._lines: List[int] = []  # 1-based line number where each row starts
-        self._file = None
+        self._file, self._file_pid = None, None
         self._index()
 
     # -- indexing ------------------------------------------------------------
@@ -138,13 +138,15 @@ class Table:
         return row
 
     def _open(self):
-        if self._file is None:
-            self._file = open(self.path, "rb")
+        # A forked DataLoader worker inherits the parent's open file, and with it one
+        # file offset shared by every process: seeks would race. Each process opens its own.
+        if self._file is None or self._file_pid != os.getpid():
+            self._file, self._file_pid = open(self.path, "rb"), os.getpid()
         return self._file
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_file"] = None
+        state["_file"], state["_file_pid"] = None, None
         return state
 
 

@@ -6,6 +6,7 @@ import pickle
 import random
 
 import pytest
+import torch
 
 from ofasys_fairseq.data.table import DataError, InMemoryTable, Table, find_split_file
 
@@ -251,3 +252,27 @@ def test_find_split_file_ambiguous(tmp_path):
     with pytest.raises(DataError, match="several data files for subset 'train'") as info:
         find_split_file(str(tmp_path), "train")
     assert "train.jsonl" in str(info.value) and "train.csv" in str(info.value)
+
+
+class RowIds(torch.utils.data.Dataset):
+    def __init__(self, table):
+        self.table = table
+
+    def __len__(self):
+        return len(self.table)
+
+    def __getitem__(self, index):
+        return self.table[index]["i"]
+
+
+def test_forked_dataloader_workers_read_the_right_rows(tmp_path):
+    # the parent opens the file first (as the dataset scan does), then workers fork
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps({"i": i, "text": "w " * (i % 37)}) + "\n"
+                            for i in range(300)), encoding="utf-8")
+    table = Table(str(path))
+    assert table[5]["i"] == 5
+    order = [i for _ in range(4) for i in random.Random(0).sample(range(300), 300)]
+    loader = torch.utils.data.DataLoader(RowIds(table), sampler=order, batch_size=None,
+                                         num_workers=2, multiprocessing_context="fork")
+    assert list(loader) == order

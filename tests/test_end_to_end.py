@@ -12,6 +12,7 @@ import torch
 
 from ofasys_fairseq import OFASys
 from ofasys_fairseq.checkpoint_safety import UnsafeCheckpointError
+from ofasys_fairseq.data.table import DataError
 
 pytestmark = pytest.mark.slow
 
@@ -144,6 +145,15 @@ def test_python_api_zero_shot_instruction_and_free_text(trained):
     assert model.inference(prompt, data=rows)[0]["label"] in LABELS
     free = model.inference("[TEXT:review] -> [TEXT:label]", data=rows, max_len=5)
     assert isinstance(free[0]["label"], str)
+
+    verdict = "[TEXT:review] -> [TEXT:verdict,closed_set]"  # a column never trained
+    with pytest.raises(ValueError, match="no closed-set labels for column 'verdict'"):
+        model.inference(verdict, data=rows)
+    labelled = model.inference(verdict, data=rows * 3, labels={"verdict": ["good", "bad"]})
+    assert {r["verdict"] for r in labelled} <= {"good", "bad"}
+    with pytest.raises(DataError, match="missing column 'topic'") as info:
+        model.inference(data=[{"review": "the soup was cold"}])
+    assert info.value.line == 1  # the row's position in ``data``, counted from 1
 
 
 def test_hydra_train_runs_a_config_from_configs(trained, repo_root, tmp_path):

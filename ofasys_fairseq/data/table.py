@@ -60,7 +60,8 @@ class Table:
             if self.format == ".tsv" and self.header is None:
                 text = _decode(raw, self.path, number, "utf-8-sig")  # Excel writes a BOM
                 self.header = _check_header(text.rstrip("\r\n").split("\t"), self.path)
-            elif raw.strip():  # blank lines hold no row
+            elif raw.strip(b"\r\n" if self.format == ".tsv" else None):
+                # empty lines hold no row; a tsv line of tabs is a row of empty fields
                 self._offsets.append(offset)
                 self._lines.append(number)
             offset += len(raw)

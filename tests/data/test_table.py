@@ -276,3 +276,12 @@ def test_forked_dataloader_workers_read_the_right_rows(tmp_path):
     loader = torch.utils.data.DataLoader(RowIds(table), sampler=order, batch_size=None,
                                          num_workers=2, multiprocessing_context="fork")
     assert list(loader) == order
+
+
+def test_a_tsv_line_of_tabs_is_a_row_of_empty_fields(tmp_path):
+    path = tmp_path / "d.tsv"
+    path.write_bytes(b"src\ttgt\na\tb\n\t\n\nc\td\n")
+    table = Table(str(path))
+    assert [table[i] for i in range(len(table))] == [
+        {"src": "a", "tgt": "b"}, {"src": "", "tgt": ""}, {"src": "c", "tgt": "d"}]
+    assert [table.line_number(i) for i in range(len(table))] == [2, 3, 5]

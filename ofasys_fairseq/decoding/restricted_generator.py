@@ -19,11 +19,8 @@ class RenormalizedPrefixConstrainedBeamSearch(PrefixConstrainedBeamSearch):
     def apply_mask(self, x, prev_output_tokens, original_batch_idxs):
         mask = super().apply_mask(x, prev_output_tokens, original_batch_idxs)
         log_norm = (x + mask).logsumexp(-1, keepdim=True)
-        # A beam past eos (only a -inf filler beam, see ``step``) only repeats eos;
-        # its score stays unnormalized.
-        finished = prev_output_tokens[:, -1].eq(self.eos) & (prev_output_tokens.size(1) > 1)
-        keep = finished.view(-1, 1, 1) | torch.isinf(log_norm)
-        return mask - log_norm.masked_fill(keep, 0.0)
+        # a row with nothing allowed (e.g. eos before --min-len) stays at -inf
+        return mask - log_norm.masked_fill(torch.isinf(log_norm), 0.0)
 
     def step(self, step, lprobs, scores, prev_output_tokens, original_batch_idxs):
         """``PrefixConstrainedBeamSearch.step`` proposes only ``beam_size`` candidates,

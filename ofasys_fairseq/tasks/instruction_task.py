@@ -28,6 +28,7 @@ from ..data.text import normalize_text, text_value
 from ..data.vocabulary import (Vocabulary, default_cache_dir, load_sentencepiece,
                                train_sentencepiece)
 from ..decoding.restricted_generator import RestrictedSequenceGenerator
+from ..instruction import Slot
 from ..plan import TaskPlan
 
 logger = logging.getLogger(__name__)
@@ -106,13 +107,12 @@ class InstructionTask(FairseqTask):
             raise ValueError("no data directory given (the first positional argument)")
         table = Table(find_split_file(self.cfg.data, self.cfg.train_subset))
         plan = self._bind(table)
-        rows = self._usable_rows(table, plan)
-        self.labels = self._collect_labels(table, plan, rows)
+        texts = self._read_training_texts(table, plan)
+        self.labels = self._collect_labels(plan, texts)
         if self.cfg.sentencepiece_model:
             proto = load_sentencepiece(self.cfg.sentencepiece_model)
         else:
-            proto = train_sentencepiece(self._training_texts(table, plan, rows),
-                                        self.cfg.vocab_size,
+            proto = train_sentencepiece(self._training_texts(plan, texts), self.cfg.vocab_size,
                                         self.cfg.vocab_cache_dir or default_cache_dir())
         self.vocab = Vocabulary(proto, self.cfg.num_bins, self.dictionary)
         logger.info(f"dictionary: {len(self.dictionary)} types "
@@ -137,22 +137,27 @@ class InstructionTask(FairseqTask):
                             f"but the file's columns are: {', '.join(table.columns)}", table.path)
         return plan
 
-    def _usable_rows(self, table, plan: TaskPlan) -> List[int]:
-        """Training rows whose slots all read; with --skip-invalid-rows the others are
-        left out here (the dataset counts and reports them), otherwise the first fails."""
-        rows, slots = [], _slots_of(plan)
+    def _read_training_texts(self, table, plan: TaskPlan) -> Dict[Slot, List[str]]:
+        """One pass over the training rows: each slot's normalized texts. With
+        --skip-invalid-rows unreadable rows are left out (the dataset counts and reports
+        them); otherwise the first one fails."""
+        slots = list(dict.fromkeys(s for t in plan.templates for s in t.slots))
+        texts: Dict[Slot, List[str]] = {slot: [] for slot in slots}
         for index in range(len(table)):
             try:
-                for slot in slots:
-                    _read(table, index, slot)
+                row, line = table[index], table.line_number(index)
+                values = [normalize_text(text_value(row, slot, table.path, line), slot)
+                          for slot in slots]
             except DataError:
                 if not self.cfg.skip_invalid_rows:
                     raise
                 continue
-            rows.append(index)
-        return rows
+            for slot, value in zip(slots, values):
+                texts[slot].append(value)
+        return texts
 
-    def _collect_labels(self, table, plan: TaskPlan, rows: Sequence[int]) -> Dict[str, List[str]]:
+    def _collect_labels(self, plan: TaskPlan,
+                        texts: Dict[Slot, List[str]]) -> Dict[str, List[str]]:
         target = plan.target
         files = self._label_files(target)
         if not target.has("closed_set"):
@@ -165,8 +170,7 @@ class InstructionTask(FairseqTask):
             with open(path, encoding="utf-8") as f:
                 labels = [normalize_text(line, target) for line in f if line.strip()]
         else:
-            labels = sorted({normalize_text(_read(table, i, target), target)
-                             for i in rows})
+            labels = sorted(set(texts[target]))
         logger.info(f"closed set '{target.column}': {len(labels)} labels")
         return {target.column: labels}
 
@@ -185,16 +189,14 @@ class InstructionTask(FairseqTask):
                 f"instruction's closed_set target is {sorted(expected) or 'absent'}")
         return files
 
-    def _training_texts(self, table, plan: TaskPlan, rows: Sequence[int]):
+    def _training_texts(self, plan: TaskPlan, texts: Dict[Slot, List[str]]):
         literals = {normalize_text(p) for t in plan.templates
                     for p in t.encoder + t.prefix if isinstance(p, str)}
         yield from sorted(literals)
         for labels in self.labels.values():
             yield from labels
-        slots = _slots_of(plan)
-        for index in rows:
-            for slot in slots:
-                yield normalize_text(_read(table, index, slot), slot)
+        for slot_texts in texts.values():  # dict order: slots in instruction order
+            yield from slot_texts
 
     def closed_set(self, column: str) -> ClosedSet:
         if column not in self._closed_sets:
@@ -357,15 +359,6 @@ class InstructionTask(FairseqTask):
             for key in BLEU_STATS:
                 metrics.log_scalar_sum(key, int(total(key)))
             metrics.log_derived("bleu", _bleu_from_meters)
-
-
-def _slots_of(plan: TaskPlan) -> List:
-    """Distinct slots in instruction order (deterministic, unlike a set)."""
-    return list(dict.fromkeys(s for t in plan.templates for s in t.slots))
-
-
-def _read(table, index: int, slot) -> str:
-    return text_value(table[index], slot, table.path, table.line_number(index))
 
 
 def _bleu_from_meters(meters) -> float:

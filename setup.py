@@ -26,7 +26,7 @@ setup(
         "sentencepiece",
         "pillow",
     ],
-    extras_require={"test": ["pytest", "hypothesis"]},
+    extras_require={"test": ["pytest", "hypothesis", "pycocoevalcap"]},
     entry_points={
         "console_scripts": [
             "ofasys-train=ofasys_fairseq.cli:train",

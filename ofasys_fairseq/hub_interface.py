@@ -53,7 +53,9 @@ class OFASys:
             batch_size: rows decoded together.
             labels: label sets for ``closed_set`` columns the checkpoint has none for.
         Returns:
-            One dict per row, keyed by the target column (a ``str`` for TEXT).
+            One dict per row, keyed by the target column: a ``str`` for TEXT, four floats
+            (pixels of the original image) for BOX. Relative image paths are read from
+            the current directory.
         """
         plan = self.task.plan if instruction is None else TaskPlan.parse(instruction)
         table = InMemoryTable(data)
@@ -73,7 +75,17 @@ class OFASys:
                 [self.model], argparse.Namespace(beam=beam, max_len_a=0,
                                                  max_len_b=max_len + longest_prefix))
             hypos = self.task.inference_step(generator, [self.model], batch)
-            for sample_id, nbest in zip(batch["id"].tolist(), hypos):
-                text = self.task.decode_text(nbest[0]["tokens"], batch["closed_set"])
-                results[sample_id] = {plan.target.column: text}
+            for row, (sample_id, nbest) in enumerate(zip(batch["id"].tolist(), hypos)):
+                results[sample_id] = {plan.target.column: self._output(batch, row, nbest[0])}
         return results
+
+    def _output(self, batch, row: int, hypo) -> object:
+        """TEXT: the text (a label for closed sets); BOX: ``[x0, y0, x1, y1]`` in pixels
+        of the original image (None if the model did not produce a box)."""
+        if batch["target_modality"] == "BOX":
+            box = self.task.decode_box(hypo["tokens"])
+            if box is None:
+                return None
+            width, height = batch["image_sizes"][row].tolist()
+            return [c * scale for c, scale in zip(box, (width, height, width, height))]
+        return self.task.decode_text(hypo["tokens"], batch["closed_set"])

@@ -8,13 +8,22 @@ scored), followed by exactly one target slot that ends the instruction.
 import dataclasses
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+from .data.image import DEFAULT_IMAGE_RECIPE, IMAGE_RECIPES
 from .instruction import Instruction, InstructionError, Slot
+from .models.adapters.image import IMAGE_ADAPTORS
 
 # Modalities whose data pipeline and adapter exist; the others parse, and the
 # plan says they are not supported yet.
-IMPLEMENTED_MODALITIES = ("TEXT",)
+IMPLEMENTED_MODALITIES = ("TEXT", "IMAGE", "BOX")
+ENCODER_ONLY_MODALITIES = ("IMAGE",)  # no image generation
 ENCODER_ONLY_ATTRS = ("mask_ratio",)
 DECODER_ONLY_ATTRS = ("no_loss", "closed_set")
+# the values ``preprocess=`` and ``adaptor=`` accept, per modality (first: default)
+SLOT_CHOICES = {
+    "TEXT": {"preprocess": ("text",), "adaptor": ("text",)},
+    "BOX": {"preprocess": ("box",), "adaptor": ("text",)},  # location tokens in the text
+    "IMAGE": {"preprocess": tuple(IMAGE_RECIPES), "adaptor": IMAGE_ADAPTORS},
+}
 
 Part = Union[str, Slot]
 
@@ -30,6 +39,11 @@ class TemplatePlan:
     @property
     def slots(self) -> List[Slot]:
         return [p for p in self.encoder + self.prefix + (self.target,) if isinstance(p, Slot)]
+
+    @property
+    def image_slots(self) -> List[Slot]:
+        """IMAGE slots in order; the first is the image that BOX slots point into."""
+        return [s for s in self.slots if s.modality == "IMAGE"]
 
 
 class TaskPlan:
@@ -94,6 +108,10 @@ def _plan_template(instruction: Instruction, template) -> TemplatePlan:
             _fail(instruction, slot.position,
                   f"{slot.modality} slots are not supported yet "
                   f"(supported: {', '.join(IMPLEMENTED_MODALITIES)})")
+        if slot.side == "decoder" and slot.modality in ENCODER_ONLY_MODALITIES:
+            _fail(instruction, slot.position,
+                  f"{slot.modality} slots are inputs only: put them before '->'")
+        _check_choices(instruction, slot)
         wrong_side = DECODER_ONLY_ATTRS if slot.side == "encoder" else ENCODER_ONLY_ATTRS
         for attr in wrong_side:
             if attr in slot.attrs:
@@ -118,16 +136,47 @@ def _plan_template(instruction: Instruction, template) -> TemplatePlan:
         if isinstance(part, Slot) and part.has("closed_set"):
             _fail(instruction, part.attr_positions.get("closed_set", part.position),
                   "'closed_set' applies to the target slot, not to no_loss slots")
-    return TemplatePlan(tuple(template.encoder), tuple(template.decoder[:index]), target)
+    plan = TemplatePlan(tuple(template.encoder), tuple(template.decoder[:index]), target)
+    _check_boxes(instruction, plan)
+    return plan
+
+
+def _check_choices(instruction: Instruction, slot: Slot) -> None:
+    for attr, choices in SLOT_CHOICES[slot.modality].items():
+        if attr in slot.attrs and slot.get(attr) not in choices:
+            _fail(instruction, slot.attr_positions.get(attr, slot.position),
+                  f"{slot.modality} {attr}={slot.get(attr)!r} is unknown; expected one of "
+                  f"{', '.join(choices)}")
+
+
+def _check_boxes(instruction: Instruction, plan: TemplatePlan) -> None:
+    boxes = [s for s in plan.slots if s.modality == "BOX"]
+    if not boxes:
+        return
+    if not plan.image_slots:
+        _fail(instruction, boxes[0].position,
+              f"{boxes[0]} needs an IMAGE slot: box coordinates are pixels of that image")
+    image = plan.image_slots[0]
+    recipe = image.get("preprocess") or DEFAULT_IMAGE_RECIPE
+    if not IMAGE_RECIPES[recipe][1]:
+        _fail(instruction, image.attr_positions.get("preprocess", image.position),
+              f"preprocess={recipe} cannot move boxes with the image (RandAugment); use "
+              f"{' or '.join(r for r, (_, moves) in IMAGE_RECIPES.items() if moves)}")
 
 
 def _check_one_target(instruction: Instruction, templates: Sequence[TemplatePlan]) -> None:
-    first = templates[0].target
+    """Alternatives differ in wording only: the same target and the same images."""
+    first = templates[0]
     for template in templates[1:]:
-        if template.target != first:
+        if template.target != first.target:
             _fail(instruction, template.target.position,
                   f"every alternative must have the same target slot, "
-                  f"expected {first} like the first one")
+                  f"expected {first.target} like the first one")
+        if template.image_slots != first.image_slots:  # Slot equality ignores positions
+            _fail(instruction, (template.image_slots or template.slots)[0].position,
+                  f"every alternative must read the same IMAGE slots in the same order, "
+                  f"expected {', '.join(map(str, first.image_slots)) or 'none'} like the "
+                  f"first one")
 
 
 def _rename(template: TemplatePlan, names: Dict[int, str]) -> TemplatePlan:

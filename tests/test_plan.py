@@ -93,7 +93,7 @@ def test_binding_keeps_one_target_across_alternatives():
 
 
 @pytest.mark.parametrize("text, culprit, modality", [
-    ("[IMAGE:img] what does the image describe? -> [TEXT:cap]", "[IMAGE", "IMAGE"),
+    ("[VIDEO:clip] what is in the video? -> [TEXT:cap]", "[VIDEO", "VIDEO"),
     ("[TEXT:src] -> [AUDIO:wav]", "[AUDIO", "AUDIO"),
     ("[PHONE:p] -> [TEXT:t]", "[PHONE", "PHONE"),
     ("[TEXT:a] -> [TEXT:b,no_loss] [CATEGORY:c,closed_set]", "[CATEGORY", "CATEGORY"),

@@ -17,9 +17,11 @@ from fairseq.data import FairseqDataset, data_utils
 
 from ..decoding.label_trie import LabelTrie
 from ..instruction import Slot
+from ..models.adapters.image import ImageGeometry
 from ..plan import TaskPlan, TemplatePlan
-from .table import DataError
+from .table import DataError, InvalidRows
 from .text import mask_spans, normalize_text, replace_random_tokens, text_value
+from .visual_inputs import NO_VISUAL_INPUTS, VisualInputs, VisualReader, augmentation_seed
 from .vocabulary import Vocabulary
 
 logger = logging.getLogger(__name__)
@@ -49,7 +51,9 @@ class Example(NamedTuple):
     prefix: List[int]  # forced decoder tokens, no loss
     target: Optional[List[int]]  # None when rows have no target (inference)
     target_input: Optional[List[int]]  # what the decoder reads for the target (maybe noisy)
-    reference: Optional[str]
+    reference: object  # target text, or a BOX target's pixel box; None without target
+    images: Dict[str, List[torch.Tensor]]  # adapter key -> 3 x S x S uint8 per IMAGE slot
+    original_size: Optional[Tuple[int, int]]  # (width, height) of the image boxes refer to
 
 
 class InstructionDataset(FairseqDataset):
@@ -62,34 +66,51 @@ class InstructionDataset(FairseqDataset):
         with_target: rows carry the target column (False for inference).
         seed: base seed; item randomness is a function of (seed, epoch, index).
         skip_invalid_rows: skip bad rows (and report the count) instead of raising.
+        geometry: image size and patch sizes (IMAGE slots count their patches in
+            the source size, which ``--max-tokens`` budgets).
+        image_adaptor: adaptor of IMAGE slots without ``adaptor=``.
+        decode_images: decode every image while scanning (a full validation pass);
+            otherwise images are first decoded when their batch is built.
     """
 
     def __init__(self, table, plan: TaskPlan, vocab: Vocabulary,
                  closed_set: Optional[ClosedSet] = None, train: bool = False,
-                 with_target: bool = True, seed: int = 1, skip_invalid_rows: bool = False):
+                 with_target: bool = True, seed: int = 1, skip_invalid_rows: bool = False,
+                 geometry: ImageGeometry = ImageGeometry(256, 16), image_adaptor: str = "resnet",
+                 decode_images: bool = False):
         self.table, self.plan, self.vocab, self.closed_set = table, plan, vocab, closed_set
         self.train, self.with_target, self.seed = train, with_target, seed
         self.epoch = 1
         self.dictionary = vocab.dictionary
         if plan.target.has("closed_set") and closed_set is None:
             raise ValueError("a closed_set target needs its label set")
-        self.rows, self.src_sizes, self.tgt_sizes = self._scan(skip_invalid_rows)
+        self.visual = VisualReader(geometry, image_adaptor, vocab.num_bins, table.base_dir,
+                                   table.path, train, with_target)
+        self.references: List[object] = []  # every row's reference, for corpus metrics
+        self.rows, self.src_sizes, self.tgt_sizes = self._scan(skip_invalid_rows, decode_images)
 
     # -- scanning ------------------------------------------------------------
-    def _scan(self, skip_invalid_rows: bool):
+    def _scan(self, skip_invalid_rows: bool, decode_images: bool):
+        """Check every row and record its sizes; all bad rows are reported at once."""
         rows, src_sizes, tgt_sizes, errors = [], [], [], []
         for index in range(len(self.table)):
             try:
                 row = self.table[index]
-                sizes = [self._build(row, t, None, index) for t in self.plan.templates]
+                line = self.table.line_number(index)
+                sizes = [self._build(row, t, None, index,
+                                     self.visual.check(row, t, line, decode_images))
+                         for t in self.plan.templates]
             except DataError as error:
-                if not skip_invalid_rows:
-                    raise
                 errors.append(error)
                 continue
             rows.append(index)
-            src_sizes.append(max(len(e.source) for e in sizes))
+            src_sizes.append(max(len(e.source) + self.visual.num_patches(t)
+                                 for e, t in zip(sizes, self.plan.templates)))
             tgt_sizes.append(max(len(e.prefix) + len(e.target or []) + 1 for e in sizes))
+            if self.with_target and not self.train:
+                self.references.append(sizes[0].reference)
+        if errors and not skip_invalid_rows:
+            raise errors[0] if len(errors) == 1 else InvalidRows(errors, self.table.path)
         if errors:
             logger.warning(f"skipped {len(errors)} invalid rows of {self.table.path} "
                            f"(--skip-invalid-rows); first: {errors[0]}")
@@ -100,34 +121,49 @@ class InstructionDataset(FairseqDataset):
 
     # -- building one example -----------------------------------------------
     def _build(self, row: Dict[str, object], template: TemplatePlan,
-               rng: Optional[np.random.Generator], index: int = -1) -> Example:
+               rng: Optional[np.random.Generator], index: int = -1,
+               visual: VisualInputs = NO_VISUAL_INPUTS) -> Example:
         line = self.table.line_number(index) if index >= 0 else None
         source = [tok for part in template.encoder
-                  for tok in self._part_tokens(part, row, rng, line)]
-        prefix = [tok for part in template.prefix for tok in self._part_tokens(part, row, None, line)]
-        target, target_input, reference = None, None, None
-        if self.with_target:
-            target_slot = template.target
-            text = normalize_text(self._value(row, target_slot, line), target_slot)
-            target = self._truncate(self.vocab.encode(text), target_slot)
-            reference = self.vocab.decode(target)
-            target_input = target
-            if rng is not None and target_slot.get("noise_ratio"):
-                # the decoder reads a noisy copy of its target; the loss sees the clean one
-                target_input = replace_random_tokens(target, target_slot.get("noise_ratio"),
-                                                     self.vocab.subword_ids, rng)
-            if self.closed_set is not None:
-                if tuple(target) not in self.closed_set.label_of:
-                    raise DataError(f"'{text}' is not one of the {len(self.closed_set.labels)} "
-                                    f"closed-set labels of this task", self.table.path, line,
-                                    target_slot.column)
-                reference = self.closed_set.label_of[tuple(target)]
+                  for tok in self._part_tokens(part, row, rng, line, visual)]
+        prefix = [tok for part in template.prefix
+                  for tok in self._part_tokens(part, row, None, line, visual)]
         bos, eos = self.dictionary.bos(), self.dictionary.eos()
-        return Example(index, [bos] + source + [eos], prefix, target, target_input, reference)
+        example = Example(index, [bos] + source + [eos], prefix, None, None, None,
+                          visual.images, visual.original_size)
+        if not self.with_target:
+            return example
+        target_slot = template.target
+        if target_slot.modality == "BOX":
+            target = self._box_tokens(visual, target_slot)
+            return example._replace(target=target, target_input=target,
+                                    reference=visual.boxes[target_slot])
+        return self._with_text_target(example, row, target_slot, rng, line)
 
-    def _part_tokens(self, part, row, rng, line) -> List[int]:
+    def _with_text_target(self, example: Example, row, target_slot: Slot, rng, line) -> Example:
+        text = normalize_text(self._value(row, target_slot, line), target_slot)
+        target = self._truncate(self.vocab.encode(text), target_slot)
+        reference = self.vocab.decode(target)
+        target_input = target
+        if rng is not None and target_slot.get("noise_ratio"):
+            # the decoder reads a noisy copy of its target; the loss sees the clean one
+            target_input = replace_random_tokens(target, target_slot.get("noise_ratio"),
+                                                 self.vocab.subword_ids, rng)
+        if self.closed_set is not None:
+            if tuple(target) not in self.closed_set.label_of:
+                raise DataError(f"'{text}' is not one of the {len(self.closed_set.labels)} "
+                                f"closed-set labels of this task", self.table.path, line,
+                                target_slot.column)
+            reference = self.closed_set.label_of[tuple(target)]
+        return example._replace(target=target, target_input=target_input, reference=reference)
+
+    def _part_tokens(self, part, row, rng, line, visual: VisualInputs) -> List[int]:
         if isinstance(part, str):
             return self.vocab.encode(normalize_text(part))
+        if part.modality == "BOX":
+            return self._box_tokens(visual, part)
+        if part.modality == "IMAGE":
+            return []  # patches come from the image adapter, ahead of the text
         tokens = self._truncate(self.vocab.encode(normalize_text(self._value(row, part, line),
                                                                  part)), part)
         if rng is not None:
@@ -137,6 +173,9 @@ class InstructionDataset(FairseqDataset):
                 tokens = replace_random_tokens(tokens, part.get("noise_ratio"),
                                                self.vocab.subword_ids, rng)
         return tokens
+
+    def _box_tokens(self, visual: VisualInputs, slot: Slot) -> List[int]:
+        return [self.vocab.bin_index(k) for k in visual.box_bins[slot]]
 
     def _value(self, row: Dict[str, object], slot: Slot, line: Optional[int]) -> str:
         return text_value(row, slot, self.table.path, line)
@@ -150,11 +189,16 @@ class InstructionDataset(FairseqDataset):
     def __getitem__(self, index: int) -> Example:
         row_index = int(self.rows[index])
         row = self.table[row_index]
+        line = self.table.line_number(row_index)
         if not self.train:
-            return self._build(row, self.plan.templates[0], None, row_index)._replace(id=index)
+            template = self.plan.templates[0]
+            visual = self.visual.read(row, template, line)
+            return self._build(row, template, None, row_index, visual)._replace(id=index)
         rng = np.random.default_rng([self.seed, self.epoch, index])
         template = self.plan.templates[int(rng.integers(len(self.plan.templates)))]
-        return self._build(row, template, rng, row_index)._replace(id=index)
+        visual = self.visual.read(row, template, line,
+                                  augmentation_seed(self.seed, self.epoch, index))
+        return self._build(row, template, rng, row_index, visual)._replace(id=index)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -223,7 +267,14 @@ class InstructionDataset(FairseqDataset):
             },
             "decoder_prefix": self._collate_prefixes(examples),
             "closed_set": self.closed_set,
+            "target_modality": self.plan.target.modality,
+            "data_path": self.table.path,  # names the subset for corpus-level metrics
         }
+        if examples[0].images:  # every example has the same IMAGE slots (see plan.py)
+            batch["net_input"]["images"] = {
+                key: torch.stack([torch.stack(e.images[key]) for e in examples])
+                for key in examples[0].images}
+            batch["image_sizes"] = torch.tensor([e.original_size for e in examples])
         if targets:
             batch["target"] = data_utils.collate_tokens(targets, pad)
             batch["ntokens"] = int(batch["target"].ne(pad).sum())

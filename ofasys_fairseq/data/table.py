@@ -27,6 +27,24 @@ class DataError(ValueError):
         super().__init__(f"{where}: {message}")
 
 
+class InvalidRows(DataError):
+    """Every bad row of one file, reported at once.
+
+    Args:
+        errors: one ``DataError`` per bad row, in file order.
+    """
+
+    SHOWN = 20
+
+    def __init__(self, errors: Sequence[DataError], path: str):
+        self.errors = list(errors)
+        shown = [str(e) for e in self.errors[:self.SHOWN]]
+        if len(self.errors) > self.SHOWN:
+            shown.append(f"... and {len(self.errors) - self.SHOWN} more (ofasys-validate "
+                         f"lists them all)")
+        super().__init__(f"{len(self.errors)} invalid rows:\n  " + "\n  ".join(shown), path)
+
+
 class Table:
     """Rows of one data file as dicts, addressable by index.
 
@@ -37,6 +55,7 @@ class Table:
 
     def __init__(self, path: str):
         self.path = path
+        self.base_dir = os.path.dirname(os.path.abspath(path))  # relative image paths
         self.format = os.path.splitext(path)[1].lower()
         if self.format not in TABLE_EXTENSIONS:
             raise DataError(f"unsupported file type, expected one of {TABLE_EXTENSIONS}", path)
@@ -178,8 +197,10 @@ def _check_header(names: List[str], path: str) -> List[str]:
 class InMemoryTable:
     """Rows given directly (for ``OFASys.inference``), with the Table interface."""
 
-    def __init__(self, rows: Sequence[Dict[str, object]], path: str = "<data>"):
+    def __init__(self, rows: Sequence[Dict[str, object]], path: str = "<data>",
+                 base_dir: Optional[str] = None):
         self.path = path
+        self.base_dir = base_dir or os.getcwd()
         self.rows = list(rows)
         for index, row in enumerate(self.rows):
             if not isinstance(row, dict):

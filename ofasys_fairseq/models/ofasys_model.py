@@ -10,7 +10,7 @@ from fairseq.models.transformer import TransformerConfig, TransformerDecoderBase
 from fairseq.models.transformer.transformer_config import DecoderConfig, EncDecBaseConfig
 from omegaconf import II
 
-from .adapters import Modality, TextAdapter
+from .adapters import Modality, TextAdapter, build_image_adapters
 from .universal_encoder import UniversalEncoder
 
 
@@ -26,17 +26,21 @@ class OFASysConfig(FairseqDataclass):
     activation_dropout: float = field(default=0.0, metadata={"help": "dropout after the FFN activation"})
     activation_fn: ChoiceEnum(utils.get_available_activation_fns()) = field(
         default="gelu", metadata={"help": "FFN activation"})
+    resnet_depth: int = field(default=50, metadata={
+        "help": "depth of the torchvision ResNet whose stages 1-3 embed images "
+                "(18, 34, 50, 101 or 152)"})
     max_source_positions: int = II("task.max_source_positions")
     max_target_positions: int = II("task.max_target_positions")
 
 
-# name -> (width, encoder layers, decoder layers, heads): the OFASys model sizes
+# name -> (width, encoder layers, decoder layers, heads, ResNet depth, image size):
+# the OFASys model sizes, with OFA's image backbones and resolutions
 ARCHITECTURES = {
-    "ofasys_tiny": (256, 4, 4, 4),
-    "ofasys_medium": (512, 4, 4, 8),
-    "ofasys_base": (768, 6, 6, 12),
-    "ofasys_large": (1024, 12, 12, 16),
-    "ofasys_huge": (1280, 24, 12, 16),
+    "ofasys_tiny": (256, 4, 4, 4, 50, 256),
+    "ofasys_medium": (512, 4, 4, 8, 101, 256),
+    "ofasys_base": (768, 6, 6, 12, 101, 480),
+    "ofasys_large": (1024, 12, 12, 16, 152, 480),
+    "ofasys_huge": (1280, 24, 12, 16, 152, 480),
 }
 
 
@@ -68,6 +72,8 @@ class OFASysModel(FairseqEncoderDecoderModel):
         layers = transformer_config(cfg)
         adapters = nn.ModuleDict({
             Modality.TEXT.value: TextAdapter(embed_tokens, cfg.max_source_positions),
+            **build_image_adapters(task.image_adaptors(), task.image_geometry, cfg.embed_dim,
+                                   cfg.resnet_depth),
         })
         encoder = UniversalEncoder(layers, dictionary, adapters)
         decoder = TransformerDecoderBase(layers, dictionary, embed_tokens)
@@ -81,11 +87,14 @@ class OFASysModel(FairseqEncoderDecoderModel):
                             features_only=features_only)
 
 
-def _register_size(name: str, width: int, encoder_layers: int, decoder_layers: int, heads: int):
+def _register_size(name: str, width: int, encoder_layers: int, decoder_layers: int, heads: int,
+                   resnet_depth: int, image_size: int):
     def set_defaults(args):
-        # only fill what the user did not pass (fairseq suppresses argparse defaults)
+        # only fill what the user did not pass (fairseq suppresses argparse defaults);
+        # image_size is a task option (--image-size), present in the same namespace
         for key, value in dict(embed_dim=width, ffn_embed_dim=4 * width, attention_heads=heads,
-                               encoder_layers=encoder_layers, decoder_layers=decoder_layers).items():
+                               encoder_layers=encoder_layers, decoder_layers=decoder_layers,
+                               resnet_depth=resnet_depth, image_size=image_size).items():
             if getattr(args, key, None) is None:
                 setattr(args, key, value)
 

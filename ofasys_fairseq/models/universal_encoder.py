@@ -9,15 +9,18 @@ from fairseq.modules import FairseqDropout, LayerNorm
 from fairseq.modules.transformer_layer import TransformerEncoderLayerBase
 from torch import Tensor
 
-from .adapters import Modality
+from .adapters import AdapterOutput, Modality
 
 
 class UniversalEncoder(FairseqEncoder):
-    """Args:
+    """Image patches (one sequence per IMAGE slot) then the text sequence, each with
+    its modality's type embedding, through one transformer stack.
+
+    Args:
         cfg: fairseq transformer config (``cfg.encoder`` sizes the layers).
         dictionary: the shared dictionary.
-        adapters: one adapter per modality, keyed by ``Modality`` value; each reads
-            its own ``net_input`` key (``adapter.input_key``).
+        adapters: ``"text"`` -> the text adapter, plus ``adapter_key(adaptor)`` -> an
+            image adapter for each image adaptor the tasks use.
     """
 
     def __init__(self, cfg: TransformerConfig, dictionary, adapters: nn.ModuleDict):
@@ -32,18 +35,18 @@ class UniversalEncoder(FairseqEncoder):
         self.max_source_positions = cfg.max_source_positions
 
     def forward(self, src_tokens: Tensor, src_lengths: Optional[Tensor] = None,
-                **modality_inputs) -> Dict[str, List[Tensor]]:
-        inputs = dict(modality_inputs, src_tokens=src_tokens)
-        segments, masks = [], []
-        for type_id, modality in enumerate(Modality):
-            adapter = self.adapters[modality.value] if modality.value in self.adapters else None
-            if adapter is None or inputs.get(adapter.input_key) is None:
-                continue
-            out = adapter(inputs[adapter.input_key])
-            segments.append(out.embeddings + self.type_embedding.weight[type_id])
-            masks.append(out.padding_mask)
-        x = self.dropout(self.layernorm_embedding(torch.cat(segments, dim=1)))
-        padding_mask = torch.cat(masks, dim=1)
+                images: Optional[Dict[str, Tensor]] = None) -> Dict[str, List[Tensor]]:
+        """Args:
+            src_tokens: ``B x T`` text tokens.
+            src_lengths: unused (padding is read from the tokens).
+            images: adapter key -> ``B x K x 3 x S x S`` uint8, the K IMAGE slots
+                that adapter embeds.
+        """
+        outputs = [self._embed_images(key, pixels) for key, pixels in (images or {}).items()]
+        outputs.append(self._typed(self.adapters[Modality.TEXT.value](src_tokens), Modality.TEXT))
+        x = torch.cat([out.embeddings for out in outputs], dim=1)
+        padding_mask = torch.cat([out.padding_mask for out in outputs], dim=1)
+        x = self.dropout(self.layernorm_embedding(x))
         x = x.transpose(0, 1)  # T x B x C, as fairseq's layers expect
         for layer in self.layers:
             x = layer(x, encoder_padding_mask=padding_mask if padding_mask.any() else None)
@@ -57,6 +60,20 @@ class UniversalEncoder(FairseqEncoder):
             "src_tokens": [],
             "src_lengths": [],
         }
+
+    def _embed_images(self, key: str, pixels: Tensor) -> AdapterOutput:
+        if key not in self.adapters:
+            image_keys = [k for k in self.adapters if k != Modality.TEXT.value]
+            raise ValueError(f"this model has no '{key}' adapter (it has {image_keys or 'none'})")
+        batch, slots = pixels.shape[:2]
+        adapter = self.adapters[key]
+        out = adapter(pixels.flatten(0, 1))
+        return self._typed(AdapterOutput(out.embeddings.reshape(batch, -1, out.embeddings.size(-1)),
+                                         out.padding_mask.reshape(batch, -1)), adapter.modality)
+
+    def _typed(self, out: AdapterOutput, modality: Modality) -> AdapterOutput:
+        type_id = list(Modality).index(modality)
+        return out._replace(embeddings=out.embeddings + self.type_embedding.weight[type_id])
 
     def reorder_encoder_out(self, encoder_out: Dict[str, List[Tensor]], new_order: Tensor):
         return {

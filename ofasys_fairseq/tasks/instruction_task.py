@@ -11,6 +11,7 @@ because fairseq-generate takes it before the checkpoint is read.
 import argparse
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
@@ -18,10 +19,11 @@ import sacrebleu
 import torch
 from fairseq import metrics
 from fairseq.data import Dictionary
-from fairseq.dataclass import FairseqDataclass
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II
 
+from ..data.box import BOX_LENGTH, dequantize
 from ..data.instruction_dataset import ClosedSet, InstructionDataset
 from ..data.table import DataError, Table, find_split_file
 from ..data.text import normalize_text, text_value
@@ -29,10 +31,15 @@ from ..data.vocabulary import (Vocabulary, default_cache_dir, load_sentencepiece
                                train_sentencepiece)
 from ..decoding.restricted_generator import RestrictedSequenceGenerator
 from ..instruction import Slot
+from ..models.adapters.image import IMAGE_ADAPTORS, ImageGeometry
 from ..plan import TaskPlan
+from ..scoring.box_accuracy import box_accuracy
+from ..scoring.cider import CiderD
 
 logger = logging.getLogger(__name__)
 BLEU_ORDER = 4
+BIN_PATTERN = re.compile(r"<bin_(\d+)>")
+DEFAULT_IMAGE_SIZE = 256  # --image-size when neither the option nor the --arch sets it
 BLEU_STATS = ([f"_bleu_counts_{i}" for i in range(BLEU_ORDER)]
               + [f"_bleu_totals_{i}" for i in range(BLEU_ORDER)]
               + ["_bleu_sys_len", "_bleu_ref_len"])
@@ -65,6 +72,16 @@ class InstructionConfig(FairseqDataclass):
     eval_beam: int = field(default=1, metadata={"help": "beam size for validation decoding"})
     eval_max_len: int = field(default=256, metadata={
         "help": "longest decoded sequence in validation, forced prefix included"})
+    image_size: Optional[int] = field(default=None, metadata={
+        "help": "side of the square images IMAGE slots are resized to (default: 256 for "
+                "ofasys_tiny/medium, 480 for base and larger, as OFA)"})
+    image_adaptor: ChoiceEnum(IMAGE_ADAPTORS) = field(default="resnet", metadata={
+        "help": "how IMAGE slots without adaptor= are embedded: ResNet stages 1-3 (stride 16) "
+                "or ViT patches"})
+    vit_patch_size: int = field(default=16, metadata={"help": "side of a vit image patch"})
+    validate_data: bool = field(default=False, metadata={
+        "help": "decode every image and check every box against it while loading the data, "
+                "reporting all bad rows before training (ofasys-validate does the same alone)"})
     seed: int = II("common.seed")
     train_subset: str = II("dataset.train_subset")
     save_dir: str = II("checkpoint.save_dir")
@@ -84,6 +101,12 @@ class InstructionTask(FairseqTask):
         self._closed_sets: Dict[str, ClosedSet] = {}
         self._decoding: Optional[dict] = None  # per-batch state for constrained search
         self.sequence_generator = None
+        self._references: Dict[str, List[object]] = {}  # data file -> its references
+        self._ciders: Dict[str, CiderD] = {}
+        # saved in the checkpoint: they fix the image adapters' patch grids
+        self.image_settings = {"image_size": cfg.image_size or DEFAULT_IMAGE_SIZE,
+                               "vit_patch_size": cfg.vit_patch_size,
+                               "image_adaptor": str(cfg.image_adaptor)}
 
     @classmethod
     def setup_task(cls, cfg: InstructionConfig, **kwargs) -> "InstructionTask":
@@ -141,7 +164,8 @@ class InstructionTask(FairseqTask):
         """One pass over the training rows: each slot's normalized texts. With
         --skip-invalid-rows unreadable rows are left out (the dataset counts and reports
         them); otherwise the first one fails."""
-        slots = list(dict.fromkeys(s for t in plan.templates for s in t.slots))
+        slots = list(dict.fromkeys(s for t in plan.templates for s in t.slots
+                                   if s.modality == "TEXT"))
         texts: Dict[Slot, List[str]] = {slot: [] for slot in slots}
         for index in range(len(table)):
             try:
@@ -198,6 +222,21 @@ class InstructionTask(FairseqTask):
         for slot_texts in texts.values():  # dict order: slots in instruction order
             yield from slot_texts
 
+    @property
+    def image_geometry(self) -> ImageGeometry:
+        return ImageGeometry(self.image_settings["image_size"],
+                             self.image_settings["vit_patch_size"])
+
+    def image_adaptors(self) -> List[str]:
+        """The image adaptors the instruction's IMAGE slots use (the model builds these)."""
+        if self.plan is None:
+            return []
+        default = self.image_settings["image_adaptor"]
+        adaptors = list(dict.fromkeys(s.get("adaptor") or default for t in self.plan.templates
+                                      for s in t.image_slots))
+        self.image_geometry.check(adaptors)
+        return adaptors
+
     def closed_set(self, column: str) -> ClosedSet:
         if column not in self._closed_sets:
             if column not in self.labels:
@@ -215,7 +254,7 @@ class InstructionTask(FairseqTask):
         if self.vocab is None:
             return {}
         return {"instruction": self.plan.text, "vocabulary": self.vocab.state_dict(),
-                "labels": self.labels}
+                "labels": self.labels, "image_settings": self.image_settings}
 
     def load_state_dict(self, state: Dict[str, object]) -> None:
         if not state:
@@ -225,6 +264,7 @@ class InstructionTask(FairseqTask):
         elif list(self.dictionary.symbols) != list(state["vocabulary"]["symbols"]):
             raise ValueError("the checkpoint's vocabulary differs from the one built for this run")
         self.labels = dict(state["labels"])
+        self.image_settings = dict(state["image_settings"])
         self._closed_sets = {}
         if self.plan is None:
             self.plan = TaskPlan.parse(state["instruction"])
@@ -253,9 +293,16 @@ class InstructionTask(FairseqTask):
         self.prepare()
         target = plan.target
         closed_set = self.closed_set(target.column) if target.has("closed_set") else None
-        return InstructionDataset(table, plan, self.vocab, closed_set, train=train,
-                                  with_target=with_target, seed=self.cfg.seed,
-                                  skip_invalid_rows=self.cfg.skip_invalid_rows)
+        dataset = InstructionDataset(table, plan, self.vocab, closed_set, train=train,
+                                     with_target=with_target, seed=self.cfg.seed,
+                                     skip_invalid_rows=self.cfg.skip_invalid_rows,
+                                     geometry=self.image_geometry,
+                                     image_adaptor=self.image_settings["image_adaptor"],
+                                     decode_images=self.cfg.validate_data)
+        if dataset.references:
+            self._references[table.path] = dataset.references
+            self._ciders.pop(table.path, None)
+        return dataset
 
     # -- model ---------------------------------------------------------------------
     def build_model(self, cfg, from_checkpoint: bool = False):
@@ -286,7 +333,8 @@ class InstructionTask(FairseqTask):
         # the search names rows by sample id (fairseq passes sample["id"] along)
         self._decoding = {"prefix": prefix, "lengths": prefix_lengths,
                           "row": {int(i): r for r, i in enumerate(sample["id"].tolist())},
-                          "closed_set": sample.get("closed_set")}
+                          "closed_set": sample.get("closed_set"),
+                          "box_target": sample.get("target_modality") == "BOX"}
         try:
             with torch.no_grad():
                 hypos = generator.generate(models, sample, prefix_tokens=prefix,
@@ -306,10 +354,26 @@ class InstructionTask(FairseqTask):
         length = state["lengths"][row]
         if len(generated) < length:
             return [int(state["prefix"][row, len(generated)])]
+        if state["box_target"]:  # exactly four location tokens
+            if len(generated) - length < BOX_LENGTH:
+                return self._bin_ids
+            return [self.dictionary.eos()]
         closed_set = state["closed_set"]
         if closed_set is None:
             return slice(None)
         return closed_set.trie.allowed(generated[length:]) or [self.dictionary.eos()]
+
+    @property
+    def _bin_ids(self) -> List[int]:
+        return [self.vocab.bin_index(k) for k in range(self.vocab.num_bins)]
+
+    def decode_box(self, tokens: Sequence[int]) -> Optional[List[float]]:
+        """A decoded BOX target as fractions of the image width / height (None unless
+        the tokens are exactly four location tokens)."""
+        bins = [int(t) - self.vocab.bin_index(0) for t in tokens if int(t) != self.dictionary.eos()]
+        if len(bins) != BOX_LENGTH or not all(0 <= k < self.vocab.num_bins for k in bins):
+            return None
+        return dequantize(bins, self.vocab.num_bins)
 
     def decode_text(self, tokens: Sequence[int], closed_set: Optional[ClosedSet] = None) -> str:
         ids = [int(t) for t in tokens if int(t) != self.dictionary.eos()]
@@ -320,27 +384,48 @@ class InstructionTask(FairseqTask):
     def build_bpe(self, args):
         if getattr(args, "_name", None):
             return super().build_bpe(args)
-        return SentencepieceDetokenizer()
+        return SentencepieceDetokenizer(self.vocab.num_bins)
 
     # -- validation metrics ----------------------------------------------------------
     def valid_step(self, sample, model, criterion):
         loss, sample_size, logging_output = super().valid_step(sample, model, criterion)
         if self.sequence_generator is not None and sample.get("references"):
             hypos = self.inference_step(self.sequence_generator, [model], sample)
-            closed_set = sample.get("closed_set")
-            predictions = [self.decode_text(h[0]["tokens"], closed_set) for h in hypos]
+            best = [h[0]["tokens"] for h in hypos]
             references = sample["references"]
-            if closed_set is not None:
+            if sample["target_modality"] == "BOX":
+                logging_output.update(self._box_stats(best, references, sample["image_sizes"]))
+                return loss, sample_size, logging_output
+            predictions = [self.decode_text(t, sample.get("closed_set")) for t in best]
+            if sample.get("closed_set") is not None:
                 logging_output["_correct"] = sum(p == r for p, r in zip(predictions, references))
                 logging_output["_total"] = len(references)
-            else:
-                bleu = sacrebleu.corpus_bleu(predictions, [references])
-                for i in range(BLEU_ORDER):
-                    logging_output[f"_bleu_counts_{i}"] = bleu.counts[i]
-                    logging_output[f"_bleu_totals_{i}"] = bleu.totals[i]
-                logging_output["_bleu_sys_len"] = bleu.sys_len
-                logging_output["_bleu_ref_len"] = bleu.ref_len
+                return loss, sample_size, logging_output
+            bleu = sacrebleu.corpus_bleu(predictions, [references])
+            for i in range(BLEU_ORDER):
+                logging_output[f"_bleu_counts_{i}"] = bleu.counts[i]
+                logging_output[f"_bleu_totals_{i}"] = bleu.totals[i]
+            logging_output["_bleu_sys_len"] = bleu.sys_len
+            logging_output["_bleu_ref_len"] = bleu.ref_len
+            if "images" in sample["net_input"]:  # captions: CIDEr-D over the whole subset
+                cider = self._cider(sample["data_path"])
+                logging_output["_cider_sum"] = sum(cider.score(p, [r])
+                                                   for p, r in zip(predictions, references))
+                logging_output["_cider_count"] = len(references)
         return loss, sample_size, logging_output
+
+    def _cider(self, data_path: str) -> CiderD:
+        """CIDEr-D's document frequencies come from every reference of the subset."""
+        if data_path not in self._ciders:
+            self._ciders[data_path] = CiderD([[r] for r in self._references[data_path]])
+        return self._ciders[data_path]
+
+    def _box_stats(self, tokens, references, image_sizes) -> Dict[str, float]:
+        """Acc@IoU>=0.5 of decoded boxes against the pixel boxes of the data."""
+        sizes = image_sizes.float().cpu().repeat(1, 2)  # (w, h, w, h)
+        predicted = torch.tensor([self.decode_box(t) or [0.0] * BOX_LENGTH for t in tokens])
+        hits, total = box_accuracy(predicted * sizes, torch.tensor(references).float())
+        return {"_box_hits": hits, "_box_total": total}
 
     def reduce_metrics(self, logging_outputs, criterion):
         super().reduce_metrics(logging_outputs, criterion)
@@ -353,6 +438,16 @@ class InstructionTask(FairseqTask):
             metrics.log_scalar_sum("_total", total("_total"))
             metrics.log_derived("accuracy", lambda m: round(
                 100.0 * m["_correct"].sum / max(m["_total"].sum, 1), 2))
+        if total("_box_total") > 0:
+            metrics.log_scalar_sum("_box_hits", total("_box_hits"))
+            metrics.log_scalar_sum("_box_total", total("_box_total"))
+            metrics.log_derived("box_acc", lambda m: round(
+                100.0 * m["_box_hits"].sum / max(m["_box_total"].sum, 1), 2))
+        if total("_cider_count") > 0:
+            metrics.log_scalar_sum("_cider_sum", float(total("_cider_sum")))
+            metrics.log_scalar_sum("_cider_count", total("_cider_count"))
+            metrics.log_derived("cider", lambda m: round(
+                100.0 * m["_cider_sum"].sum / max(m["_cider_count"].sum, 1), 2))
         if total("_bleu_sys_len") > 0:
             # plain int meters: numpy arrays would end up pickled in checkpoints, which
             # torch's weights_only loading (rightly) refuses
@@ -373,10 +468,22 @@ def _bleu_from_meters(meters) -> float:
 
 
 class SentencepieceDetokenizer:
-    """fairseq-generate's ``decode_fn`` for our pieces (D- and T- lines).
-    Text already detokenized by ``--post-process sentencepiece`` passes unchanged."""
+    """fairseq-generate's ``decode_fn`` for our pieces (D- and T- lines). Text already
+    detokenized by ``--post-process sentencepiece`` passes unchanged; a run of location
+    tokens (a BOX output) prints as ``x0,y0,x1,y1`` in fractions of the image size.
+
+    Args:
+        num_bins: the number of ``<bin_k>`` location tokens.
+    """
+
+    def __init__(self, num_bins: int):
+        self.num_bins = num_bins
 
     def decode(self, text: str) -> str:
+        bins = [BIN_PATTERN.fullmatch(token) for token in text.split()]
+        if bins and all(bins):
+            return ",".join(f"{c:.3f}" for c in dequantize([int(b.group(1)) for b in bins],
+                                                            self.num_bins))
         if "\u2581" not in text:
             return text
         return text.replace(" ", "").replace("\u2581", " ").strip()

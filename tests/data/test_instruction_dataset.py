@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from fairseq.data import data_utils
 
-from ofasys_fairseq.data.table import DataError, InMemoryTable
+from ofasys_fairseq.data.table import DataError, InMemoryTable, InvalidRows
 from ofasys_fairseq.data.text import normalize_text
 from tests.helpers import WORDS, instruction_task, sentences, write_jsonl
 
@@ -235,7 +235,8 @@ def test_collater_open_target(open_task):
     indices = [5, 0, 9]
     batch = ds.collater([ds[i] for i in indices])
     assert set(batch) == {"id", "nsentences", "net_input", "decoder_prefix", "closed_set",
-                          "target", "ntokens", "references"}
+                          "target", "ntokens", "references", "target_modality", "data_path"}
+    assert batch["target_modality"] == "TEXT" and batch["data_path"] == ds.table.path
     assert set(batch["net_input"]) == {"src_tokens", "src_lengths", "prev_output_tokens"}
     assert batch["id"].tolist() == indices and batch["nsentences"] == 3
     assert batch["decoder_prefix"] is None and batch["closed_set"] is None
@@ -406,11 +407,14 @@ def bad_valid_dir(tmp_path):
     return tmp_path
 
 
-def test_invalid_row_fails_with_its_location(bad_valid_dir):
+def test_every_invalid_row_is_reported_at_once_with_its_location(bad_valid_dir):
     task = instruction_task(bad_valid_dir, CLOSED)
-    with pytest.raises(DataError, match="invalid JSON") as info:
+    with pytest.raises(InvalidRows, match="invalid JSON") as info:
         task.load_dataset("valid")
-    assert info.value.line == 3 and info.value.path.endswith("valid.jsonl")
+    bad_lines = [number for number, (ok, _) in enumerate(BAD_VALID_LINES, start=1) if not ok]
+    assert [e.line for e in info.value.errors] == bad_lines
+    assert all(e.path.endswith("valid.jsonl") for e in info.value.errors)
+    assert str(info.value).count("valid.jsonl, line ") == len(bad_lines)
 
 
 def test_unknown_closed_set_label_is_located(tmp_path):

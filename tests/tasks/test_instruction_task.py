@@ -10,7 +10,7 @@ from fairseq import options, tasks
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
 import ofasys_fairseq
-from ofasys_fairseq.data.table import DataError
+from ofasys_fairseq.data.table import DataError, InvalidRows
 from ofasys_fairseq.instruction import InstructionError
 
 USER_DIR = os.path.dirname(os.path.abspath(ofasys_fairseq.__file__))
@@ -52,7 +52,8 @@ def setup_task(data_dir, instruction, *extra):
 
 
 @pytest.mark.parametrize("instruction, culprit, message", [
-    ("[IMAGE:img] -> [TEXT:cap]", "[IMAGE", "IMAGE slots are not supported yet"),
+    ("[AUDIO:wav] -> [TEXT:cap]", "[AUDIO", "AUDIO slots are not supported yet"),
+    ("[IMAGE:img,adaptor=clip] -> [TEXT:cap]", "adaptor", "IMAGE adaptor='clip' is unknown"),
     ("[TEXT:src] -> [TEXT:a] [TEXT:b]", "[TEXT:b]", "only one target slot"),
     ("[TEXT:src] -> [TEXT:tgt] thanks", "[TEXT:tgt]", "must end the instruction"),
     ("[TEXT:src,no_loss] -> [TEXT:tgt]", "no_loss", "'no_loss' does not apply to encoder slots"),
@@ -148,9 +149,10 @@ def test_closed_set_value_outside_the_labels_file(data):
     (data / "labels.txt").write_text("yes\n", encoding="utf-8")
     task = setup_task(data, "[TEXT:src] -> [TEXT:tgt,closed_set]",
                       "--closed-set-labels", "tgt=labels.txt")
-    with pytest.raises(DataError, match="'no' is not one of the 1 closed-set labels") as info:
+    with pytest.raises(InvalidRows, match="'no' is not one of the 1 closed-set labels") as info:
         task.load_dataset("train")
-    assert info.value.path == str(data / "train.jsonl") and info.value.line == 2
+    assert [(e.path, e.line) for e in info.value.errors] == \
+        [(str(data / "train.jsonl"), line) for line in range(2, len(ROWS) + 1, 2)]
 
 
 @pytest.mark.parametrize("option, message", [
@@ -200,13 +202,13 @@ def checkpoints_in(save_dir):
 
 
 def test_cli_refuses_an_unsupported_modality_before_training(data, tmp_path):
-    instruction = "[IMAGE:img] -> [TEXT:cap]"
+    instruction = "[AUDIO:wav] -> [TEXT:cap]"
     save_dir = tmp_path / "checkpoints"
     result = fairseq_train(data, save_dir, instruction)
     assert result.returncode != 0
-    assert "InstructionError: IMAGE slots are not supported yet" in result.stderr, \
+    assert "InstructionError: AUDIO slots are not supported yet" in result.stderr, \
         result.stderr[-3000:]
-    assert f"\n  {instruction}\n  ^" in result.stderr  # the caret under '[IMAGE'
+    assert f"\n  {instruction}\n  ^" in result.stderr  # the caret under '[AUDIO'
     assert checkpoints_in(save_dir) == []
 
 

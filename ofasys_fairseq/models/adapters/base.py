@@ -6,9 +6,10 @@ from torch import Tensor
 
 
 class Modality(str, Enum):
-    """Encoder input modalities; the value is the adapter's key and its type-embedding slot."""
+    """Encoder input modalities; each has its own type embedding."""
 
     TEXT = "text"
+    IMAGE = "image"
 
 
 class AdapterOutput(NamedTuple):

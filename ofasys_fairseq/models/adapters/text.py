@@ -3,7 +3,7 @@ import torch.nn as nn
 from fairseq.modules import PositionalEmbedding
 from torch import Tensor
 
-from .base import AdapterOutput
+from .base import AdapterOutput, Modality
 
 
 class TextAdapter(nn.Module):
@@ -15,7 +15,7 @@ class TextAdapter(nn.Module):
         max_positions: the longest sequence to embed.
     """
 
-    input_key = "src_tokens"
+    modality = Modality.TEXT
 
     def __init__(self, embed_tokens: nn.Embedding, max_positions: int):
         super().__init__()

@@ -1,0 +1,129 @@
+"""Image adapters: uint8 pixels -> a patch sequence at the model width.
+
+Two backbones, chosen per slot (``[IMAGE:img,adaptor=vit]``) or by
+``--image-adaptor``:
+
+* ``resnet``: a torchvision ResNet cut after stage 3 (stride 16), as OFA;
+* ``vit``: a ViT-style patch embedding (one strided convolution).
+
+Both feature maps are flattened row by row, projected to the model width and
+given learned 2-D positions (a row plus a column embedding).
+"""
+from dataclasses import dataclass
+from typing import Dict, Sequence
+
+import torch
+import torch.nn as nn
+import torchvision
+from torch import Tensor
+
+from ...data.image import IMAGENET_MEAN, IMAGENET_STD
+from .base import AdapterOutput, Modality
+
+RESNET_STRIDE = 16  # after stage 3
+RESNET_STAGE3_CHANNELS = {18: 256, 34: 256, 50: 1024, 101: 1024, 152: 1024}
+IMAGE_ADAPTORS = ("resnet", "vit")
+
+
+@dataclass(frozen=True)
+class ImageGeometry:
+    """How images are cut into patches (saved with the task: it fixes the model's grid).
+
+    Args:
+        image_size: side of the preprocessed square image, in pixels.
+        vit_patch_size: side of one ``vit`` patch, in pixels.
+    """
+
+    image_size: int
+    vit_patch_size: int
+
+    def stride(self, adaptor: str) -> int:
+        return RESNET_STRIDE if adaptor == "resnet" else self.vit_patch_size
+
+    def grid(self, adaptor: str) -> int:
+        """Patches per side."""
+        return self.image_size // self.stride(adaptor)
+
+    def num_patches(self, adaptor: str) -> int:
+        return self.grid(adaptor) ** 2
+
+    def check(self, adaptors: Sequence[str]) -> None:
+        for adaptor in adaptors:
+            if self.image_size % self.stride(adaptor):
+                raise ValueError(f"--image-size {self.image_size} must be a multiple of the "
+                                 f"{adaptor} patch size {self.stride(adaptor)}")
+
+
+def adapter_key(adaptor: str) -> str:
+    """The encoder's ModuleDict key (and ``net_input['images']`` key) of an image adaptor."""
+    return f"image_{adaptor}"
+
+
+def resnet_stage3(depth: int) -> nn.Sequential:
+    """torchvision's ResNet-``depth`` up to and including stage 3 (randomly initialised:
+    nothing is downloaded)."""
+    if depth not in RESNET_STAGE3_CHANNELS:
+        raise ValueError(f"--resnet-depth must be one of {sorted(RESNET_STAGE3_CHANNELS)}")
+    resnet = getattr(torchvision.models, f"resnet{depth}")(weights=None)
+    return nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool,
+                         resnet.layer1, resnet.layer2, resnet.layer3)
+
+
+class ImageAdapter(nn.Module):
+    """Normalizes ``uint8`` images, runs a backbone and returns its feature map as a
+    sequence of patches with 2-D positions.
+
+    Args:
+        backbone: image -> ``B x channels x grid x grid`` features.
+        channels: the backbone's output channels.
+        grid: patches per side (the position tables' size).
+        embed_dim: model width.
+    """
+
+    modality = Modality.IMAGE
+
+    def __init__(self, backbone: nn.Module, channels: int, grid: int, embed_dim: int):
+        super().__init__()
+        self.backbone = backbone
+        self.project = nn.Linear(channels, embed_dim) if channels != embed_dim else nn.Identity()
+        self.row_positions = nn.Embedding(grid, embed_dim)
+        self.column_positions = nn.Embedding(grid, embed_dim)
+        self.grid = grid
+        self.register_buffer("mean", 255 * torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer("std", 255 * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1),
+                             persistent=False)
+
+    def forward(self, pixels: Tensor) -> AdapterOutput:
+        """Args:
+            pixels: ``B x 3 x S x S`` uint8 images.
+        """
+        x = (pixels.to(self.mean.dtype) - self.mean) / self.std
+        features = self.backbone(x)
+        batch, _, height, width = features.shape
+        if (height, width) != (self.grid, self.grid):
+            raise ValueError(f"images give a {height}x{width} patch grid, but this adapter was "
+                             f"built for {self.grid}x{self.grid}: use the training image size")
+        x = self.project(features.flatten(2).transpose(1, 2))  # B x (grid*grid) x D
+        rows = torch.arange(self.grid, device=x.device)
+        positions = (self.row_positions(rows)[:, None] + self.column_positions(rows)[None, :])
+        x = x + positions.reshape(1, -1, x.size(-1))
+        return AdapterOutput(x, torch.zeros(batch, x.size(1), dtype=torch.bool, device=x.device))
+
+
+def build_image_adapter(adaptor: str, geometry: ImageGeometry, embed_dim: int,
+                        resnet_depth: int) -> ImageAdapter:
+    if adaptor == "resnet":
+        return ImageAdapter(resnet_stage3(resnet_depth), RESNET_STAGE3_CHANNELS[resnet_depth],
+                            geometry.grid(adaptor), embed_dim)
+    if adaptor == "vit":
+        patch = geometry.vit_patch_size
+        return ImageAdapter(nn.Conv2d(3, embed_dim, kernel_size=patch, stride=patch), embed_dim,
+                            geometry.grid(adaptor), embed_dim)
+    raise ValueError(f"unknown image adaptor {adaptor!r}; expected one of {IMAGE_ADAPTORS}")
+
+
+def build_image_adapters(adaptors, geometry: ImageGeometry, embed_dim: int,
+                         resnet_depth: int) -> Dict[str, ImageAdapter]:
+    return {adapter_key(a): build_image_adapter(a, geometry, embed_dim, resnet_depth)
+            for a in adaptors}

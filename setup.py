@@ -32,6 +32,7 @@ setup(
             "ofasys-train=ofasys_fairseq.cli:train",
             "ofasys-generate=ofasys_fairseq.cli:generate",
             "ofasys-hydra-train=ofasys_fairseq.cli:hydra_train",
+            "ofasys-validate=ofasys_fairseq.validate:cli",
         ]
     },
 )

@@ -7,7 +7,7 @@ and print a table of metrics plus a few predictions.
 Everything a run writes (data, checkpoints, logs, generate output) is under ``--out``.
 """
 import argparse
-import json
+import functools
 import os
 import re
 import shutil
@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import demo_data
 
@@ -27,35 +27,60 @@ COMMON_TRAIN_ARGS = [
     "--cpu", "--num-workers", "0", "--no-epoch-checkpoints", "--log-format", "simple",
     "--log-interval", "50", "--seed", "1",
 ]
-SCORERS = {"accuracy": "exact_match", "bleu": "sacrebleu"}  # fairseq-generate --scoring
+# metric -> (fairseq-generate --scoring, the score in its result line)
+SCORERS = {
+    "accuracy": ("exact_match", r"exact_match = ([\d.]+)"),
+    "bleu": ("sacrebleu", r"BLEU = ([\d.]+)"),
+    "cider": ("cider", r"CIDEr-D = ([\d.]+)"),
+    "box_acc": ("box_acc", r"Acc@IoU>=0.5 = ([\d.]+)"),
+}
+TINY = ["--embed-dim", "128", "--ffn-embed-dim", "256", "--attention-heads", "4",
+        "--encoder-layers", "2", "--decoder-layers", "2", "--vocab-size", "200",
+        "--batch-size", "32", "--warmup-updates", "100"]
+# 64x64 scenes in 8x8 ViT patches (a ResNet costs several times more on CPU), and one
+# location bin per image pixel
+SHAPES_IMAGES = ["--image-size", "64", "--image-adaptor", "vit", "--vit-patch-size", "8",
+                 "--num-bins", "64"]
 
 
 @dataclass
 class DemoTask:
-    """One demo task: how its data is made and how its model is trained."""
+    """One demo task: its data, instruction, metric and training recipe."""
     name: str
-    metric: str  # "accuracy" (closed set) or "bleu" (free text)
+    instruction: str
+    metric: str  # a key of SCORERS (the validation metric of the same name)
+    write_data: Callable[[str], str]  # output directory -> the task's data directory
     train_args: Sequence[str]
-    train_rows: int = 3000
-    valid_rows: int = 300
-
-    @property
-    def instruction(self) -> str:
-        return demo_data.TASKS[self.name][1]
 
 
-DEMO_TASKS = {
-    "nli": DemoTask("nli", "accuracy", [
-        "--embed-dim", "128", "--ffn-embed-dim", "256", "--attention-heads", "4",
-        "--encoder-layers", "2", "--decoder-layers", "2", "--dropout", "0.1",
-        "--lr", "0.001", "--warmup-updates", "100", "--batch-size", "32",
-        "--vocab-size", "200", "--max-epoch", "3"]),
-    "translation": DemoTask("translation", "bleu", [
-        "--embed-dim", "128", "--ffn-embed-dim", "256", "--attention-heads", "4",
-        "--encoder-layers", "2", "--decoder-layers", "2", "--dropout", "0.0",
-        "--lr", "0.002", "--warmup-updates", "100", "--batch-size", "32",
-        "--vocab-size", "200", "--max-epoch", "6"]),
-}
+@functools.lru_cache(maxsize=None)
+def shapes_data(out_dir: str) -> str:
+    return demo_data.write_shapes(out_dir)  # one table, read by four instructions
+
+
+def text_data(name: str) -> Callable[[str], str]:
+    return lambda out_dir: demo_data.write_task(out_dir, name, 3000, 300, seed=1)
+
+
+DEMO_TASKS = {task.name: task for task in [
+    DemoTask("nli", demo_data.NLI_INSTRUCTION, "accuracy", text_data("nli"),
+             [*TINY, "--dropout", "0.1", "--lr", "0.001", "--max-epoch", "3"]),
+    DemoTask("translation", demo_data.TRANSLATION_INSTRUCTION, "bleu", text_data("translation"),
+             [*TINY, "--dropout", "0.0", "--lr", "0.002", "--max-epoch", "6"]),
+    # 8x8 handwritten digits, upscaled to 32x32 and cut into 8x8 ViT patches
+    DemoTask("digits", demo_data.DIGITS_INSTRUCTION, "accuracy", demo_data.write_digits,
+             [*TINY, "--image-size", "32", "--image-adaptor", "vit", "--vit-patch-size", "8",
+              "--dropout", "0.1", "--lr", "0.002", "--max-epoch", "6"]),
+    DemoTask("shapes_caption", demo_data.SHAPES_CAPTION_INSTRUCTION, "cider", shapes_data,
+             [*TINY, *SHAPES_IMAGES, "--dropout", "0.0", "--lr", "0.002", "--max-epoch", "4"]),
+    DemoTask("shapes_vqa", demo_data.SHAPES_VQA_INSTRUCTION, "accuracy", shapes_data,
+             [*TINY, *SHAPES_IMAGES, "--dropout", "0.0", "--lr", "0.002", "--max-epoch", "4"]),
+    DemoTask("shapes_grounding", demo_data.SHAPES_GROUNDING_INSTRUCTION, "box_acc", shapes_data,
+             [*TINY, *SHAPES_IMAGES, "--dropout", "0.0", "--lr", "0.002", "--max-epoch", "8"]),
+    DemoTask("shapes_region_caption", demo_data.SHAPES_GROUNDED_CAPTION_INSTRUCTION, "cider",
+             shapes_data, [*TINY, *SHAPES_IMAGES, "--dropout", "0.0", "--lr", "0.002",
+                           "--max-epoch", "4"]),
+]}
 
 
 def run_tool(tool: str, args: Sequence[str], log_path: str, echo=lambda line: False) -> str:
@@ -86,17 +111,14 @@ def best_validation(log: str, metric: str) -> float:
 
 
 def generate_results(output: str, metric: str) -> Tuple[float, Dict[int, str]]:
-    """fairseq-generate's score line (``--scoring exact_match`` or ``sacrebleu``) and its
-    detokenized hypotheses by sample id."""
-    pattern = r"exact_match = ([\d.]+)" if metric == "accuracy" else r"BLEU = ([\d.]+)"
+    """fairseq-generate's score line and its detokenized hypotheses by sample id."""
     hypotheses = {int(i): h for i, h in re.findall(r"^D-(\d+)\t\S+\t(.*)$", output, re.M)}
-    return float(re.search(pattern, output).group(1)), hypotheses
+    return float(re.search(SCORERS[metric][1], output).group(1)), hypotheses
 
 
 def run_task(task: DemoTask, out_dir: str) -> Dict[str, object]:
     print(f"\n== {task.name}: {task.instruction}", flush=True)
-    data_dir = demo_data.write_task(os.path.join(out_dir, "data"), task.name,
-                                    task.train_rows, task.valid_rows, seed=1)
+    data_dir = task.write_data(os.path.join(out_dir, "data"))
     work_dir = os.path.join(out_dir, task.name)
     shutil.rmtree(work_dir, ignore_errors=True)  # train from scratch, never resume
     os.makedirs(work_dir)
@@ -113,42 +135,91 @@ def run_task(task: DemoTask, out_dir: str) -> Dict[str, object]:
     generate_log = run_tool("generate", [
         data_dir, "--user-dir", USER_DIR, "--task", "instruction", "--path", checkpoint,
         "--gen-subset", "valid", "--beam", "5", "--batch-size", "64", "--cpu",
-        "--post-process", "sentencepiece", "--scoring", SCORERS[task.metric]],
+        "--post-process", "sentencepiece", "--scoring", SCORERS[task.metric][0]],
         os.path.join(work_dir, "generate.log"))
     generate_score, generated = generate_results(generate_log, task.metric)
 
     from ofasys_fairseq import OFASys  # imported late: fairseq start-up is slow
+    from ofasys_fairseq.data.table import Table, find_split_file
 
-    with open(os.path.join(data_dir, "valid.jsonl"), encoding="utf-8") as f:
-        rows = [json.loads(line) for _, line in zip(range(5), f)]
+    table = Table(find_split_file(data_dir, "valid"))
+    rows = [table[i] for i in range(5)]
     model = OFASys.from_pretrained(checkpoint)
-    target = model.task.plan.target.column
-    inputs = [{k: v for k, v in row.items() if k != target} for row in rows]
+    plan = model.task.plan
+    target = plan.target.column
+    image_columns = [s.column for s in plan.templates[0].image_slots]
+    inputs = [{k: os.path.join(data_dir, v) if k in image_columns else v
+               for k, v in row.items() if k != target} for row in rows]
     predictions = [p[target] for p in model.inference(data=inputs, beam=5)]
+    examples = [(row, target, prediction, generated[i])
+                for i, (row, prediction) in enumerate(zip(rows, predictions))]
+    pictures = [draw_boxes(data_dir, row, image_columns[0], prediction, plan,
+                           os.path.join(work_dir, "predictions", f"valid_{i}.png"))
+                for i, (row, prediction) in enumerate(zip(rows, predictions))
+                if any(s.modality == "BOX" for s in plan.templates[0].slots)]
     return {
         "task": task.name, "metric": task.metric,
         "validation": best_validation(train_log, task.metric),
         "generate": generate_score, "train_seconds": train_seconds,
-        "examples": [(row, target, prediction, generated[i])
-                     for i, (row, prediction) in enumerate(zip(rows, predictions))],
+        "examples": examples, "pictures": pictures,
     }
+
+
+def draw_boxes(data_dir: str, row: Dict[str, object], image_column: str, prediction,
+               plan, path: str, scale: int = 4) -> str:
+    """The row's image, enlarged, with its boxes in green and a predicted box in red."""
+    from PIL import Image, ImageDraw
+
+    from ofasys_fairseq.data.box import parse_box
+
+    image = Image.open(os.path.join(data_dir, row[image_column])).convert("RGB")
+    image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+    draw = ImageDraw.Draw(image)
+    for slot in plan.templates[0].slots:
+        if slot.modality == "BOX":
+            draw.rectangle([c * scale for c in parse_box(row[slot.column])], outline="lime",
+                           width=2)
+    if plan.target.modality == "BOX" and prediction is not None:
+        draw.rectangle([c * scale for c in prediction], outline="red", width=2)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    image.save(path)
+    return path
+
+
+def is_correct(prediction, reference) -> bool:
+    if isinstance(prediction, list):  # a box: right when IoU >= 0.5, as Acc@0.5
+        import torch
+
+        from ofasys_fairseq.data.box import parse_box
+        from ofasys_fairseq.scoring.box_accuracy import box_accuracy
+
+        return box_accuracy(torch.tensor([prediction]),
+                            torch.tensor([parse_box(reference)]))[0] == 1
+    return prediction == reference
+
+
+def shown(value) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(f"{c:.1f}" for c in value) + "]"
+    return repr(value)
 
 
 def print_report(results: List[Dict[str, object]]) -> None:
     print("\n" + "=" * 78)
-    print(f"{'task':<12} {'metric':<9} {'valid (train)':>14} {'fairseq-generate':>17} "
+    print(f"{'task':<22} {'metric':<9} {'valid (train)':>14} {'fairseq-generate':>17} "
           f"{'train time':>11}")
     for r in results:
-        print(f"{r['task']:<12} {r['metric']:<9} {r['validation']:>14.2f} "
+        print(f"{r['task']:<22} {r['metric']:<9} {r['validation']:>14.2f} "
               f"{r['generate']:>17.2f} {r['train_seconds']:>10.0f}s")
     for r in results:
         print(f"\n{r['task']}: OFASys.inference on the first validation rows")
         for row, target, prediction, generated in r["examples"]:
             inputs = "  ".join(f"{k}={v!r}" for k, v in row.items() if k != target)
-            mark = "ok" if prediction == row[target] else "WRONG"
-            generate = "agrees" if generated == prediction else f"says {generated!r}"
-            print(f"  {inputs}\n    -> {prediction!r} (reference {row[target]!r}, {mark}; "
-                  f"fairseq-generate {generate})")
+            mark = "ok" if is_correct(prediction, row[target]) else "WRONG"
+            print(f"  {inputs}\n    -> {shown(prediction)} (reference {row[target]!r}, {mark}; "
+                  f"fairseq-generate: {generated!r})")
+        for path in r["pictures"]:
+            print(f"  boxes drawn (green: data, red: predicted): {path}")
 
 
 def main() -> None:

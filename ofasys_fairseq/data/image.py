@@ -16,7 +16,7 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode, v2
 
@@ -81,6 +81,9 @@ def _open(data: bytes) -> Tuple[Image.Image, Tuple[int, int]]:
 def _decoding(source: str):
     try:
         yield
+    except UnidentifiedImageError:
+        raise ValueError(f"cannot decode the image ({source}): not an image format Pillow "
+                         f"reads") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise ValueError(f"cannot decode the image ({source}): {error}") from None
 

@@ -114,7 +114,7 @@ class InstructionDataset(FairseqDataset):
         if errors:
             logger.warning(f"skipped {len(errors)} invalid rows of {self.table.path} "
                            f"(--skip-invalid-rows); first: {errors[0]}")
-        self.skipped_rows = len(errors)
+        self.invalid_rows: List[DataError] = errors  # skipped (--skip-invalid-rows)
         if not rows:
             raise DataError("no usable rows", self.table.path)
         return np.array(rows), np.array(src_sizes), np.array(tgt_sizes)

@@ -129,7 +129,7 @@ class InstructionTask(FairseqTask):
         if not self.cfg.data:
             raise ValueError("no data directory given (the first positional argument)")
         table = Table(find_split_file(self.cfg.data, self.cfg.train_subset))
-        plan = self._bind(table)
+        plan = self.bind_plan(table)
         texts = self._read_training_texts(table, plan)
         self.labels = self._collect_labels(plan, texts)
         if self.cfg.sentencepiece_model:
@@ -152,7 +152,8 @@ class InstructionTask(FairseqTask):
         path = os.path.join(save_dir, restore) if restore == "checkpoint_last.pt" else restore
         return path if os.path.exists(path) else None
 
-    def _bind(self, table) -> TaskPlan:
+    def bind_plan(self, table) -> TaskPlan:
+        """The instruction with its slots bound to the columns of ``table``."""
         plan = self.plan.bind_columns(table.columns)
         missing = [c for c in plan.columns() if table.header is not None and c not in table.header]
         if missing:
@@ -284,7 +285,7 @@ class InstructionTask(FairseqTask):
     def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs):
         self.prepare()
         table = Table(find_split_file(self.cfg.data, split))
-        self.datasets[split] = self.dataset_for(table, self._bind(table), with_target=True,
+        self.datasets[split] = self.dataset_for(table, self.bind_plan(table), with_target=True,
                                                 train=split == self.cfg.train_subset)
         logger.info(f"{split}: {len(self.datasets[split])} examples from {table.path}")
 
@@ -354,18 +355,21 @@ class InstructionTask(FairseqTask):
         length = state["lengths"][row]
         if len(generated) < length:
             return [int(state["prefix"][row, len(generated)])]
-        if state["box_target"]:  # exactly four location tokens
-            if len(generated) - length < BOX_LENGTH:
-                return self._bin_ids
-            return [self.dictionary.eos()]
+        if state["box_target"]:
+            return self._allowed_box_tokens(generated[length:])
         closed_set = state["closed_set"]
         if closed_set is None:
             return slice(None)
         return closed_set.trie.allowed(generated[length:]) or [self.dictionary.eos()]
 
-    @property
-    def _bin_ids(self) -> List[int]:
-        return [self.vocab.bin_index(k) for k in range(self.vocab.num_bins)]
+    def _allowed_box_tokens(self, box: List[int]) -> List[int]:
+        """Exactly four location tokens, with x1 > x0 and y1 > y0 (unless x0 / y0 is
+        already the last bin), then end of sentence."""
+        if len(box) == BOX_LENGTH:
+            return [self.dictionary.eos()]
+        last = self.vocab.bin_index(self.vocab.num_bins - 1)
+        low = self.vocab.bin_index(0) if len(box) < 2 else min(box[-2] + 1, last)
+        return list(range(low, last + 1))
 
     def decode_box(self, tokens: Sequence[int]) -> Optional[List[float]]:
         """A decoded BOX target as fractions of the image width / height (None unless

@@ -433,7 +433,7 @@ def test_skip_invalid_rows_counts_and_reports(bad_valid_dir, caplog):
         task, ds = loaded(bad_valid_dir, CLOSED, "valid", skip_invalid_rows=True)
     good = [row for ok, row in BAD_VALID_LINES if ok]
     bad = sum(not ok for ok, _ in BAD_VALID_LINES)
-    assert len(ds) == len(good) and ds.skipped_rows == bad
+    assert len(ds) == len(good) and len(ds.invalid_rows) == bad
     assert f"skipped {bad} invalid rows of {bad_valid_dir / 'valid.jsonl'}" in caplog.text
     assert "line 3" in caplog.text  # the first error is shown
     for index, row in enumerate(good):  # indices are renumbered over the kept rows
@@ -459,7 +459,7 @@ def test_skip_invalid_rows_in_the_training_file(tmp_path):
             f.write(json.dumps(row) + "\n")
         f.write('{"src": "broken\n')
     task, ds = loaded(tmp_path, OPEN, "train", skip_invalid_rows=True)
-    assert len(ds) == len(TRAIN) and ds.skipped_rows == 1
+    assert len(ds) == len(TRAIN) and len(ds.invalid_rows) == 1
 
 
 # --- a missing column is reported before training, with the file's columns ------------------

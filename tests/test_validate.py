@@ -1,0 +1,73 @@
+"""ofasys-validate: every bad row of every subset, located, in one run."""
+import base64
+import io
+
+import demo_data
+from PIL import Image
+
+from ofasys_fairseq.validate import main
+
+GROUNDING = demo_data.SHAPES_GROUNDING_INSTRUCTION
+
+
+def png_base64() -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), "white").save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def append_rows(path, rows) -> int:
+    """Append tab-separated rows; returns the line number of the first one."""
+    with open(path, encoding="utf-8") as f:
+        first = sum(1 for _ in f) + 1
+    with open(path, "a", encoding="utf-8") as f:
+        for row in rows:
+            f.write("\t".join(row) + "\n")
+    return first
+
+
+def validate(data_dir, capsys, *extra):
+    status = main([str(data_dir), "--instruction", GROUNDING, "--image-size", "64", *extra])
+    return status, capsys.readouterr().out
+
+
+def test_clean_data_passes(tmp_path, capsys):
+    data = demo_data.write_shapes(str(tmp_path), train=12, valid=4)
+    status, out = validate(data, capsys)
+    assert status == 0 and "0 invalid rows in train, valid" in out
+
+
+def test_every_bad_row_is_listed_with_file_line_and_column(tmp_path, capsys):
+    data = demo_data.write_shapes(str(tmp_path), train=12, valid=4)
+    with open(tmp_path / "shapes" / "images" / "broken.png", "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n not really")
+    valid_line = append_rows(tmp_path / "shapes" / "valid.tsv", [
+        ["images/00000.png", "c", "q", "a", "red circle", "1,2,3"],
+        ["images/missing.png", "c", "q", "a", "red circle", "1,2,3,4"],
+        ["images/00001.png", "c", "q", "a", "red circle", "1,2,300,4"],
+        ["images/00002.png", "c", "q", "a", "red circle", "9,2,3,4"],
+        [f"data:image/png;base64,{png_base64()}", "c", "q", "a", "red circle", "1,2,3,4"],
+    ])
+    train_line = append_rows(tmp_path / "shapes" / "train.tsv", [
+        ["images/broken.png", "c", "q", "a", "red circle", "1,2,3,4"]])
+    status, out = validate(data, capsys)
+    valid, train = str(tmp_path / "shapes" / "valid.tsv"), str(tmp_path / "shapes" / "train.tsv")
+    expected = [
+        f"{train}, line {train_line}, column 'image': cannot decode the image",
+        f"{valid}, line {valid_line}, column 'region': expected 4 coordinates x0,y0,x1,y1, got 3",
+        f"{valid}, line {valid_line + 1}, column 'image': no such image file",
+        f"{valid}, line {valid_line + 2}, column 'region': box 1,2,300,4 is outside the 64x64 "
+        f"image",
+        f"{valid}, line {valid_line + 3}, column 'region': expected x0 < x1 and y0 < y1",
+    ]
+    assert status == 1
+    for message in expected:
+        assert sum(line.startswith(message) for line in out.splitlines()) == 1, (message, out)
+    assert "5 invalid rows in train, valid" in out  # the data: URI row is fine
+
+
+def test_a_missing_column_is_reported_for_the_subset(tmp_path, capsys):
+    data = demo_data.write_shapes(str(tmp_path), train=12, valid=4)
+    status, out = validate(data, capsys, "--instruction",
+                           "[IMAGE:picture] what is it? -> [TEXT:caption]")
+    assert status == 1 and "reads column(s) 'picture'" in out

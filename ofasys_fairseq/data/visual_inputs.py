@@ -99,8 +99,11 @@ class VisualReader:
                 and (self.with_target or s is not template.target)]
 
     def _decode(self, row, slot: Slot, line):
+        # random crops enlarge parts of the image: decode those at full resolution
+        crops = self.train and (slot.get("preprocess") or DEFAULT_IMAGE_RECIPE) != "plain"
+        draft_size = None if crops else self.geometry.image_size
         return self._located(lambda: decode_image(self._cell(row, slot, line), self.base_dir,
-                                                  self.geometry.image_size), slot, line)
+                                                  draft_size), slot, line)
 
     def _box(self, row, slot: Slot, line) -> List[float]:
         if slot.column not in row:

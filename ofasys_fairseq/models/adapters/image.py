@@ -49,6 +49,11 @@ class ImageGeometry:
 
     def check(self, adaptors: Sequence[str]) -> None:
         for adaptor in adaptors:
+            # a zero or negative size would pass the modulo test (or divide by zero)
+            if self.image_size <= 0:
+                raise ValueError(f"--image-size must be positive, got {self.image_size}")
+            if self.stride(adaptor) <= 0:
+                raise ValueError(f"--vit-patch-size must be positive, got {self.stride(adaptor)}")
             if self.image_size % self.stride(adaptor):
                 raise ValueError(f"--image-size {self.image_size} must be a multiple of the "
                                  f"{adaptor} patch size {self.stride(adaptor)}")

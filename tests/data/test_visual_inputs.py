@@ -1,0 +1,241 @@
+"""VisualReader: a row's IMAGE and BOX slots read, moved together and quantized, and
+bad cells reported as DataError located by file, line and column."""
+import base64
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ofasys_fairseq.data.box import quantize
+from ofasys_fairseq.data.table import DataError
+from ofasys_fairseq.data.visual_inputs import NO_VISUAL_INPUTS, VisualReader
+from ofasys_fairseq.models.adapters.image import ImageGeometry
+from ofasys_fairseq.plan import TaskPlan
+
+GEOMETRY = ImageGeometry(64, 16)
+NUM_BINS = 100
+DATA_FILE = "data/train.jsonl"
+LINE = 7
+GROUNDING = '[IMAGE:img{attrs}] which region does the text " [TEXT:t] " describe? -> [BOX:b]'
+WIDTH, HEIGHT = 96, 48
+BOX = [24.0, 9.0, 72.0, 39.0]  # no coordinate falls on a tie between two bins
+RED = (220, 20, 20)
+
+
+def template(attrs: str = ""):
+    return TaskPlan.parse(GROUNDING.format(attrs=attrs)).templates[0]
+
+
+def reader(base_dir, train=False, with_target=True, adaptor="resnet"):
+    return VisualReader(GEOMETRY, adaptor, NUM_BINS, str(base_dir), DATA_FILE, train,
+                        with_target)
+
+
+@pytest.fixture
+def images(tmp_path):
+    """A white 96x48 image with a red rectangle at BOX, a corrupt file, and base64."""
+    array = np.full((HEIGHT, WIDTH, 3), 255, dtype=np.uint8)
+    x0, y0, x1, y1 = (int(c) for c in BOX)
+    array[y0:y1, x0:x1] = RED
+    (tmp_path / "img").mkdir()
+    Image.fromarray(array).save(tmp_path / "img" / "scene.png")
+    (tmp_path / "img" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg" * 5)
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return {"path": "img/scene.png", "base64": base64.b64encode(buffer.getvalue()).decode(),
+            "corrupt": "img/corrupt.jpg"}
+
+
+def row(image, box="24,9,72,39", text="the red box"):
+    cells = {"img": image, "t": text}
+    if box is not None:
+        cells["b"] = box
+    return cells
+
+
+def expected_bins(box=BOX):
+    resized = [c * GEOMETRY.image_size / side for c, side in zip(box, (WIDTH, HEIGHT) * 2)]
+    return quantize(resized, GEOMETRY.image_size, NUM_BINS)
+
+
+# --- read ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", ["path", "base64"])
+def test_read_grounding_row(tmp_path, images, source):
+    plan = template()
+    out = reader(tmp_path).read(row(images[source]), plan, LINE)
+    assert list(out.images) == ["image_resnet"]
+    (pixels,) = out.images["image_resnet"]
+    assert pixels.shape == (3, 64, 64) and pixels.dtype == torch.uint8
+    box_slot = plan.target
+    assert out.boxes == {box_slot: BOX}
+    assert out.box_bins == {box_slot: expected_bins()}
+    assert out.original_size == (WIDTH, HEIGHT)
+    # the bins point at the red pixels
+    x0, y0, x1, y1 = (k / (NUM_BINS - 1) * 64 for k in out.box_bins[box_slot])
+    red = (pixels.permute(1, 2, 0).int() - torch.tensor(RED)).abs().max(-1).values < 60
+    inside = red[round(y0) + 1:round(y1) - 1, round(x0) + 1:round(x1) - 1]
+    assert inside.all() and red.sum() <= (x1 - x0 + 2) * (y1 - y0 + 2)
+
+
+def test_vit_adaptor_slot(tmp_path, images):
+    out = reader(tmp_path).read(row(images["path"]), template(",adaptor=vit"), LINE)
+    assert list(out.images) == ["image_vit"]
+    assert out.images["image_vit"][0].shape == (3, 64, 64)
+    # and the reader's default adaptor applies to slots without adaptor=
+    out = reader(tmp_path, adaptor="vit").read(row(images["path"]), template(), LINE)
+    assert list(out.images) == ["image_vit"]
+
+
+def test_json_list_box_and_absolute_path(tmp_path, images):
+    out = reader("/nonexistent").read(
+        row(str(tmp_path / images["path"]), box="[24, 9, 72, 39]"), template(), LINE)
+    assert list(out.box_bins.values()) == [expected_bins()]
+
+
+def test_without_target_the_box_column_is_not_needed(tmp_path, images):
+    plan = template()
+    out = reader(tmp_path, with_target=False).read(row(images["path"], box=None), plan, LINE)
+    assert out.images["image_resnet"][0].shape == (3, 64, 64)
+    assert out.box_bins == {} and out.boxes == {}
+    assert out.original_size == (WIDTH, HEIGHT)
+    # not even a bad one is looked at
+    out = reader(tmp_path, with_target=False).read(row(images["path"], box="1,2,3"), plan, LINE)
+    assert out.box_bins == {}
+
+
+def test_template_without_images():
+    plan = TaskPlan.parse("[TEXT:src] -> [TEXT:tgt]").templates[0]
+    assert reader("/tmp").read({"src": "x", "tgt": "y"}, plan, LINE) is NO_VISUAL_INPUTS
+
+
+def test_eval_read_is_deterministic_and_training_follows_the_seed(tmp_path, images):
+    plan = template(",preprocess=grounding")
+    evaluation = reader(tmp_path)
+    a = evaluation.read(row(images["path"]), plan, LINE, seed=1)
+    b = evaluation.read(row(images["path"]), plan, LINE, seed=2)
+    assert torch.equal(a.images["image_resnet"][0], b.images["image_resnet"][0])
+    assert a.box_bins == b.box_bins == {plan.target: expected_bins()}
+    training = reader(tmp_path, train=True)
+    runs = [training.read(row(images["path"]), plan, LINE, seed=s) for s in (5, 5, 6, 7, 8)]
+    assert torch.equal(runs[0].images["image_resnet"][0], runs[1].images["image_resnet"][0])
+    assert runs[0].box_bins == runs[1].box_bins
+    assert len({tuple(r.box_bins[plan.target]) for r in runs}) > 1
+    # the seed does not disturb the global generator
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    training.read(row(images["path"]), plan, LINE, seed=9)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_mask_ratio_slot(tmp_path, images):
+    plain = reader(tmp_path).read(row(images["path"]), template(), LINE)
+    masked = reader(tmp_path).read(row(images["path"]), template(",mask_ratio=0.25"), LINE)
+    changed = (plain.images["image_resnet"][0] != masked.images["image_resnet"][0]).any(0)
+    assert 0 < changed.sum() <= 32 * 32 and not changed[:16].any() and not changed[48:].any()
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+def assert_located(info, column, *phrases):
+    error = info.value
+    assert isinstance(error, DataError)
+    assert (error.path, error.line, error.column) == (DATA_FILE, LINE, column)
+    assert str(error).startswith(f"{DATA_FILE}, line {LINE}, column '{column}': ")
+    for phrase in phrases:
+        assert phrase in str(error), (phrase, str(error))
+
+
+def test_missing_image_file(tmp_path, images):
+    with pytest.raises(DataError) as info:
+        reader(tmp_path).read(row("img/missing.png"), template(), LINE)
+    assert_located(info, "img", "no such image file", str(tmp_path / "img" / "missing.png"))
+
+
+def test_corrupt_image(tmp_path, images):
+    with pytest.raises(DataError) as info:
+        reader(tmp_path).read(row(images["corrupt"]), template(), LINE)
+    assert_located(info, "img", "cannot decode", "corrupt.jpg")
+
+
+@pytest.mark.parametrize("box", ["24,8,100,40", "24,8,72,49", "-1,8,72,40"])
+def test_box_outside_the_image(tmp_path, images, box):
+    with pytest.raises(DataError) as info:
+        reader(tmp_path).read(row(images["path"], box=box), template(), LINE)
+    assert_located(info, "b", f"outside the {WIDTH}x{HEIGHT} image")
+
+
+@pytest.mark.parametrize("box", ["24,8,72", "24,8,72,40,1", "[1, 2]"])
+def test_wrong_number_of_coordinates(tmp_path, images, box):
+    with pytest.raises(DataError) as info:
+        reader(tmp_path).read(row(images["path"], box=box), template(), LINE)
+    assert_located(info, "b", "expected 4 coordinates")
+
+
+@pytest.mark.parametrize("cells,column,phrase", [
+    ({"t": "x", "b": "1,2,3,4"}, "img", "missing column 'img'"),
+    ({"img": "", "t": "x", "b": "1,2,3,4"}, "img", "expected an image path"),
+    ({"img": 3, "t": "x", "b": "1,2,3,4"}, "img", "expected an image path"),
+    ({"img": "img/scene.png", "t": "x"}, "b", "missing column 'b'"),
+    ({"img": "img/scene.png", "t": "x", "b": "9,2,3,4"}, "b", "x0 < x1"),
+])
+def test_missing_or_empty_cells(tmp_path, images, cells, column, phrase):
+    with pytest.raises(DataError) as info:
+        reader(tmp_path).read(cells, template(), LINE)
+    assert_located(info, column, phrase)
+
+
+def test_line_none_is_allowed(tmp_path, images):
+    with pytest.raises(DataError) as info:
+        reader(tmp_path).read(row("img/missing.png"), template(), None)
+    assert info.value.line is None and info.value.column == "img"
+
+
+# --- check ---------------------------------------------------------------------------------
+
+
+def test_check_with_decode_finds_corrupt_images_and_boxes_outside(tmp_path, images):
+    plan = template()
+    out = reader(tmp_path).check(row(images["path"]), plan, LINE, decode=True)
+    assert out.original_size == (WIDTH, HEIGHT)
+    assert out.boxes == {plan.target: BOX}
+    assert list(out.box_bins) == [plan.target] and len(out.box_bins[plan.target]) == 4
+    with pytest.raises(DataError) as info:
+        reader(tmp_path).check(row(images["corrupt"]), plan, LINE, decode=True)
+    assert_located(info, "img", "cannot decode")
+    with pytest.raises(DataError) as info:
+        reader(tmp_path).check(row(images["path"], box="0,0,97,10"), plan, LINE, decode=True)
+    assert_located(info, "b", "outside")
+    with pytest.raises(DataError) as info:
+        reader(tmp_path).check(row("img/missing.png"), plan, LINE, decode=True)
+    assert_located(info, "img", "no such image file")
+
+
+def test_check_without_decode_only_parses_boxes(tmp_path, images):
+    plan = template()
+    out = reader(tmp_path).check(row(images["corrupt"]), plan, LINE, decode=False)
+    assert out.boxes == {plan.target: BOX} and out.original_size is None
+    # a box outside the image cannot be seen without decoding it
+    reader(tmp_path).check(row(images["path"], box="0,0,970,10"), plan, LINE, decode=False)
+    with pytest.raises(DataError) as info:
+        reader(tmp_path).check(row(images["corrupt"], box="1,2,3"), plan, LINE, decode=False)
+    assert_located(info, "b", "expected 4 coordinates")
+
+
+def test_check_without_target(tmp_path, images):
+    plan = template()
+    out = reader(tmp_path, with_target=False).check(row(images["path"], box=None), plan, LINE,
+                                                    decode=True)
+    assert out.boxes == {} and out.original_size == (WIDTH, HEIGHT)
+
+
+def test_num_patches(tmp_path):
+    assert reader(tmp_path).num_patches(template()) == 16
+    assert reader(tmp_path).num_patches(template(",adaptor=vit")) == 16
+    assert VisualReader(ImageGeometry(64, 8), "vit", NUM_BINS, str(tmp_path), DATA_FILE,
+                        False).num_patches(template()) == 64

@@ -27,6 +27,16 @@ class DataError(ValueError):
         super().__init__(f"{where}: {message}")
 
 
+def required_cell(row: Dict[str, object], slot, path: str, line: Optional[int]) -> object:
+    """The value of ``slot.column`` in ``row``; a located error naming the row's columns
+    if it is missing."""
+    if slot.column not in row:
+        raise DataError(f"missing column '{slot.column}' needed by {slot}; this row has: "
+                        f"{', '.join(map(str, row.keys())) or 'no columns'}", path, line,
+                        slot.column)
+    return row[slot.column]
+
+
 class InvalidRows(DataError):
     """Every bad row of one file, reported at once.
 

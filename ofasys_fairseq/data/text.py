@@ -5,7 +5,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from ..instruction import Slot
-from .table import DataError
+from .table import DataError, required_cell
 
 MEAN_SPAN_LENGTH = 3.0  # BART's Poisson(lambda=3) span lengths
 
@@ -58,10 +58,7 @@ def replace_random_tokens(tokens: Sequence[int], ratio: float, candidates: range
 
 def text_value(row: Dict[str, object], slot: Slot, path: str, line: Optional[int]) -> str:
     """The raw text a TEXT slot reads from ``row``; a located error if unusable."""
-    if slot.column not in row:
-        raise DataError(f"missing column '{slot.column}' needed by {slot}; this row has: "
-                        f"{', '.join(map(str, row.keys())) or 'no columns'}", path, line, slot.column)
-    value = row[slot.column]
+    value = required_cell(row, slot, path, line)
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise DataError(f"expected text for {slot}, found {type(value).__name__}", path, line,
                         slot.column)

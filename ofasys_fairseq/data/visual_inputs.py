@@ -13,7 +13,7 @@ from ..models.adapters.image import ImageGeometry, adapter_key
 from ..plan import TemplatePlan
 from .box import BOX_LENGTH, check_box_inside, parse_box, quantize
 from .image import DEFAULT_IMAGE_RECIPE, ImagePreprocessor, decode_image
-from .table import DataError
+from .table import DataError, required_cell
 
 
 class VisualInputs(NamedTuple):
@@ -106,19 +106,14 @@ class VisualReader:
                                                   draft_size), slot, line)
 
     def _box(self, row, slot: Slot, line) -> List[float]:
-        if slot.column not in row:
-            raise DataError(f"missing column '{slot.column}' needed by {slot}", self.path, line,
-                            slot.column)
-        return self._located(lambda: parse_box(row[slot.column]), slot, line)
+        value = required_cell(row, slot, self.path, line)
+        return self._located(lambda: parse_box(value), slot, line)
 
     def _check_inside(self, box, size, slot: Slot, line) -> None:
         self._located(lambda: check_box_inside(box, size), slot, line)
 
     def _cell(self, row, slot: Slot, line) -> str:
-        value = row.get(slot.column)
-        if slot.column not in row:
-            raise DataError(f"missing column '{slot.column}' needed by {slot}", self.path, line,
-                            slot.column)
+        value = required_cell(row, slot, self.path, line)
         if not isinstance(value, str) or not value.strip():
             raise DataError(f"expected an image path, base64 or data: URI for {slot}, found "
                             f"{value!r}"[:200], self.path, line, slot.column)

@@ -1,11 +1,14 @@
-"""ofasys-validate: every bad row of every subset, located, in one run."""
+"""ofasys-validate and --validate-data: every bad row of every subset, located, in one run."""
 import base64
 import io
 
 import demo_data
+import pytest
 from PIL import Image
 
+from ofasys_fairseq.data.table import DataError, InvalidRows
 from ofasys_fairseq.validate import main
+from tests.helpers import instruction_task
 
 GROUNDING = demo_data.SHAPES_GROUNDING_INSTRUCTION
 
@@ -71,3 +74,18 @@ def test_a_missing_column_is_reported_for_the_subset(tmp_path, capsys):
     status, out = validate(data, capsys, "--instruction",
                            "[IMAGE:picture] what is it? -> [TEXT:caption]")
     assert status == 1 and "reads column(s) 'picture'" in out
+
+
+def test_validate_data_flag_fails_loading_with_every_bad_image(tmp_path):
+    data = demo_data.write_shapes(str(tmp_path), train=12, valid=4)
+    for name in ("00012.png", "00013.png"):  # the first two validation images
+        with open(tmp_path / "shapes" / "images" / name, "wb") as f:
+            f.write(b"not an image")
+    lazy = instruction_task(data, GROUNDING, image_size=64)
+    lazy.load_dataset("valid")  # images are decoded when batches are built
+    with pytest.raises(DataError, match="cannot decode the image"):
+        lazy.datasets["valid"][0]
+    eager = instruction_task(data, GROUNDING, image_size=64, validate_data=True)
+    with pytest.raises(InvalidRows) as info:
+        eager.load_dataset("valid")
+    assert [(e.line, e.column) for e in info.value.errors] == [(2, "image"), (3, "image")]

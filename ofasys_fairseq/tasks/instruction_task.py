@@ -395,28 +395,28 @@ class InstructionTask(FairseqTask):
         loss, sample_size, logging_output = super().valid_step(sample, model, criterion)
         if self.sequence_generator is not None and sample.get("references"):
             hypos = self.inference_step(self.sequence_generator, [model], sample)
-            best = [h[0]["tokens"] for h in hypos]
-            references = sample["references"]
-            if sample["target_modality"] == "BOX":
-                logging_output.update(self._box_stats(best, references, sample["image_sizes"]))
-                return loss, sample_size, logging_output
-            predictions = [self.decode_text(t, sample.get("closed_set")) for t in best]
-            if sample.get("closed_set") is not None:
-                logging_output["_correct"] = sum(p == r for p, r in zip(predictions, references))
-                logging_output["_total"] = len(references)
-                return loss, sample_size, logging_output
-            bleu = sacrebleu.corpus_bleu(predictions, [references])
-            for i in range(BLEU_ORDER):
-                logging_output[f"_bleu_counts_{i}"] = bleu.counts[i]
-                logging_output[f"_bleu_totals_{i}"] = bleu.totals[i]
-            logging_output["_bleu_sys_len"] = bleu.sys_len
-            logging_output["_bleu_ref_len"] = bleu.ref_len
-            if "images" in sample["net_input"]:  # captions: CIDEr-D over the whole subset
-                cider = self._cider(sample["data_path"])
-                logging_output["_cider_sum"] = sum(cider.score(p, [r])
-                                                   for p, r in zip(predictions, references))
-                logging_output["_cider_count"] = len(references)
+            logging_output.update(self._metric_stats(sample, [h[0]["tokens"] for h in hypos]))
         return loss, sample_size, logging_output
+
+    def _metric_stats(self, sample, best: List[torch.Tensor]) -> Dict[str, float]:
+        """Summable statistics of the decoded targets (see ``reduce_metrics``)."""
+        references = sample["references"]
+        if sample["target_modality"] == "BOX":
+            return self._box_stats(best, references, sample["image_sizes"])
+        predictions = [self.decode_text(t, sample.get("closed_set")) for t in best]
+        if sample.get("closed_set") is not None:
+            return {"_correct": sum(p == r for p, r in zip(predictions, references)),
+                    "_total": len(references)}
+        bleu = sacrebleu.corpus_bleu(predictions, [references])
+        stats = {"_bleu_sys_len": bleu.sys_len, "_bleu_ref_len": bleu.ref_len}
+        for i in range(BLEU_ORDER):
+            stats[f"_bleu_counts_{i}"] = bleu.counts[i]
+            stats[f"_bleu_totals_{i}"] = bleu.totals[i]
+        if "images" in sample["net_input"]:  # captions: CIDEr-D over the whole subset
+            cider = self._cider(sample["data_path"])
+            stats["_cider_sum"] = sum(cider.score(p, [r]) for p, r in zip(predictions, references))
+            stats["_cider_count"] = len(references)
+        return stats
 
     def _cider(self, data_path: str) -> CiderD:
         """CIDEr-D's document frequencies come from every reference of the subset."""

@@ -1,4 +1,7 @@
-"""``python -m benchmarks`` (``make benchmark``): see ``benchmarks/criterion.py``."""
+"""``python -m benchmarks [--quick] [--only NAME]`` (``make benchmark``): runs
+``benchmarks/criterion.py`` and ``benchmarks/image_pipeline.py``, each printing its ratios
+against baselines measured in the same run."""
+import argparse
 import logging
 import sys
 import warnings
@@ -10,8 +13,26 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 warnings.filterwarnings("ignore", module="hydra")
 warnings.filterwarnings("ignore", message=r"\s*'config' is validated against ConfigStore schema")
 warnings.filterwarnings("ignore", message=".*mismatched key_padding_mask and attn_mask")
+# fairseq's DataLoader asks for pinned memory, which a CPU-only machine cannot give
+warnings.filterwarnings("ignore", message=".*'pin_memory' argument is set as true")
 
-from benchmarks.criterion import main  # noqa: E402
+from benchmarks import criterion, image_pipeline  # noqa: E402
+
+BENCHMARKS = {"criterion": criterion.main, "image_pipeline": image_pipeline.main}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test)")
+    parser.add_argument("--only", choices=list(BENCHMARKS), action="append",
+                        help="run this benchmark only (repeatable)")
+    args = parser.parse_args(argv)
+    status = 0
+    for name in args.only or BENCHMARKS:
+        print(f"\n######## {name}", flush=True)
+        status = BENCHMARKS[name](["--quick"] if args.quick else []) or status
+    return status
+
 
 if __name__ == "__main__":
     sys.exit(main())

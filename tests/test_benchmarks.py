@@ -1,12 +1,13 @@
-"""The criterion benchmark (``python -m benchmarks``) in its quick mode: it builds a real
-task, model and batches, and the three variants agree on loss, nll and gradients. No
-timing is asserted."""
+"""The benchmarks (``python -m benchmarks``) in their quick mode. The criterion one builds
+a real task, model and batches, and the three variants agree on loss, nll and gradients;
+the image pipeline one reports sane numbers. No timing is asserted."""
 import io
 import math
 from dataclasses import replace
 
 import pytest
 
+from benchmarks import image_pipeline
 from benchmarks.criterion import GRAD_RTOL, QUICK, VARIANTS, run
 
 
@@ -30,3 +31,32 @@ def test_quick_benchmark_variants_agree():
         assert ours["logits"] < rows["A: full projection"]["logits"]
         assert rows["A: full projection"]["logits"] == rows["B: dense masks (OFA)"]["logits"]
     assert "all variants agree" in report
+
+
+def test_quick_image_pipeline_benchmark_reports_sane_numbers():
+    """Both preprocessing pipelines run and agree; every DataLoader setting trains an
+    epoch. No timing is asserted."""
+    settings = image_pipeline.QUICK
+    out = io.StringIO()
+    results = image_pipeline.run(settings, out=out)
+    report = out.getvalue()
+
+    rows = results["preprocessing"]
+    assert [(r["images"], r["size"]) for r in rows] == [
+        (s.name, size) for s in settings.image_sets for size in settings.sizes]
+    for row in rows:
+        assert row["ours"] > 0 and row["baseline"] > 0
+        # both pipelines give nearly the same normalized batch (one 8-bit level ~ 0.017)
+        assert 0 <= row["difference"] < 0.05, row
+        if row["images"].startswith("PNG"):  # no JPEG draft: the very same pixels
+            assert row["difference"] < 1e-4, row
+        assert row["images"] in report
+    waits = results["data_wait"]
+    assert [w["loader"] for w in waits] == [loader.name for loader in settings.loaders]
+    batches = math.ceil(settings.train_rows / settings.train_batch_size)
+    for wait in waits:
+        assert wait["batches"] == batches
+        assert 0.0 <= wait["fraction"] <= 1.0
+        assert wait["wait_ms"] >= 0 and wait["step_ms"] > 0 and wait["first_batch"] > 0
+        assert wait["loader"] in report
+    assert "preprocessing throughput" in report and "data wait" in report

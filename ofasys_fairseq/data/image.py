@@ -66,9 +66,9 @@ def decode_image(value: str, base_dir: str, draft_size: Optional[int] = None) ->
         image, original_size = _open(data)
         if draft_size is not None and image.format == "JPEG":
             image.draft("RGB", (draft_size, draft_size))
-        image = ImageOps.exif_transpose(image)
         image.load()  # decode now: truncated or corrupt data fails here, not later
-    return DecodedImage(image.convert("RGB"), original_size)
+        ImageOps.exif_transpose(image, in_place=True)  # no copy when already upright
+    return DecodedImage(image if image.mode == "RGB" else image.convert("RGB"), original_size)
 
 
 def _open(data: bytes) -> Tuple[Image.Image, Tuple[int, int]]:
@@ -186,6 +186,7 @@ class ImagePreprocessor:
     def __init__(self, recipe: str, size: int, train: bool, mask_ratio: float = 0.0):
         build, self.moves_boxes = IMAGE_RECIPES[recipe]
         self.transform = build(size, train)
+        self.is_random = train and recipe != "plain"
         self.size, self.mask_ratio = size, mask_ratio
 
     def __call__(self, decoded: DecodedImage, boxes: Sequence[Sequence[float]] = ()

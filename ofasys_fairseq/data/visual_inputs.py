@@ -68,10 +68,15 @@ class VisualReader:
                 original_size = decoded.original_size
                 for box_slot in attached:
                     self._check_inside(boxes[box_slot], original_size, box_slot, line)
-            with torch.random.fork_rng(devices=[]):
-                if seed is not None:
-                    torch.manual_seed(seed + i)
-                pixels, moved = self._preprocessor(slot)(decoded, [boxes[s] for s in attached])
+            preprocess = self._preprocessor(slot)
+            if preprocess.is_random and seed is not None:
+                # torchvision draws from torch's global CPU generator: seed it for this
+                # item only (reseeding CUDA generators too would disturb dropout on GPUs)
+                with torch.random.fork_rng(devices=[]):
+                    torch.random.default_generator.manual_seed(seed + i)
+                    pixels, moved = preprocess(decoded, [boxes[s] for s in attached])
+            else:
+                pixels, moved = preprocess(decoded, [boxes[s] for s in attached])
             images.setdefault(adapter_key(self.adaptor(slot)), []).append(pixels)
             for box_slot, box in zip(attached, moved):
                 box_bins[box_slot] = quantize(box, self.geometry.image_size, self.num_bins)

@@ -103,7 +103,7 @@ class ImageAdapter(nn.Module):
         """Args:
             pixels: ``B x 3 x S x S`` uint8 images.
         """
-        x = (pixels.to(self.mean.dtype) - self.mean) / self.std
+        x = pixels.to(self.mean.dtype, copy=True).sub_(self.mean).div_(self.std)  # one copy
         features = self.backbone(x)
         batch, _, height, width = features.shape
         if (height, width) != (self.grid, self.grid):

@@ -6,10 +6,13 @@ import logging
 import pickle
 import random
 
+import demo_data
 import numpy as np
 import pytest
+import torch
 from fairseq.data import data_utils
 
+from ofasys_fairseq.data.box import parse_box, quantize
 from ofasys_fairseq.data.table import DataError, InMemoryTable, InvalidRows
 from ofasys_fairseq.data.text import normalize_text
 from tests.helpers import WORDS, instruction_task, sentences, write_jsonl
@@ -499,3 +502,28 @@ def test_words_in_the_rows_are_in_the_vocabulary(open_task):
     unk = open_task.dictionary.unk()
     for word in WORDS:
         assert unk not in open_task.vocab.encode(word)
+
+
+# --- IMAGE and BOX slots ----------------------------------------------------------------
+
+
+def test_image_patches_count_in_sizes_and_batches_carry_uint8_images(tmp_path):
+    data = demo_data.write_shapes(str(tmp_path), train=10, valid=3)
+    task = instruction_task(data, demo_data.SHAPES_GROUNDING_INSTRUCTION, image_size=64,
+                            num_bins=16)
+    task.load_dataset("valid")
+    ds = task.datasets["valid"]
+    patches = (64 // 16) ** 2  # ResNet stages 1-3: stride 16
+    for i in range(len(ds)):
+        assert ds.size(i) == (len(ds[i].source) + patches, 4 + 1)  # four bins, then </s>
+    batch = ds.collater([ds[i] for i in range(len(ds))])
+    images = batch["net_input"]["images"]
+    assert list(images) == ["image_resnet"]
+    assert images["image_resnet"].shape == (3, 1, 3, 64, 64)
+    assert images["image_resnet"].dtype == torch.uint8
+    assert batch["image_sizes"].tolist() == [[64, 64]] * 3
+    rows = [ds.table[int(r)] for r in ds.rows]
+    assert batch["references"] == [parse_box(r["region"]) for r in rows]
+    first_bin = task.vocab.bin_index(0)
+    assert [[t - first_bin for t in target[:4]] for target in batch["target"].tolist()] == \
+        [quantize(parse_box(r["region"]), 64, 16) for r in rows]

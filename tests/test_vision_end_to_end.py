@@ -32,10 +32,10 @@ def train(data_dir, save_dir, instruction, metric, *extra) -> str:
                    "--maximize-best-checkpoint-metric", *extra)
 
 
-def generate(data_dir, checkpoint, scoring) -> str:
+def generate(data_dir, checkpoint, scoring, *extra) -> str:
     return fairseq("generate", str(data_dir), "--user-dir", USER_DIR, "--task", "instruction",
                    "--path", str(checkpoint), "--gen-subset", "valid", "--beam", "3",
-                   "--batch-size", "32", "--cpu", "--scoring", scoring)
+                   "--batch-size", "32", "--cpu", "--scoring", scoring, *extra)
 
 
 def hypotheses(output: str):
@@ -82,7 +82,7 @@ def test_grounding_learns_and_decodes_pixel_boxes(shapes, tmp_path):
         (accuracy, baseline, log[-3000:])
 
     checkpoint = save_dir / "checkpoint_best.pt"
-    output = generate(shapes, checkpoint, "box_acc")
+    output = generate(shapes, checkpoint, "box_acc", "--post-process", "sentencepiece")
     generated = hypotheses(output)
     fractions = {i: [float(c) for c in h.split(",")] for i, h in generated.items()}
     assert len(fractions) == 100 and all(len(b) == 4 for b in fractions.values())

@@ -39,6 +39,7 @@ from ..scoring.cider import CiderD
 logger = logging.getLogger(__name__)
 BLEU_ORDER = 4
 BIN_PATTERN = re.compile(r"<bin_(\d+)>")
+LOCATIONS_PATTERN = re.compile(r"(\s*<bin_\d+>)+\s*")
 DEFAULT_IMAGE_SIZE = 256  # --image-size when neither the option nor the --arch sets it
 BLEU_STATS = ([f"_bleu_counts_{i}" for i in range(BLEU_ORDER)]
               + [f"_bleu_totals_{i}" for i in range(BLEU_ORDER)]
@@ -484,10 +485,9 @@ class SentencepieceDetokenizer:
         self.num_bins = num_bins
 
     def decode(self, text: str) -> str:
-        bins = [BIN_PATTERN.fullmatch(token) for token in text.split()]
-        if bins and all(bins):
-            return ",".join(f"{c:.3f}" for c in dequantize([int(b.group(1)) for b in bins],
-                                                            self.num_bins))
+        if LOCATIONS_PATTERN.fullmatch(text):  # with or without spaces (--post-process)
+            bins = [int(k) for k in BIN_PATTERN.findall(text)]
+            return ",".join(f"{c:.3f}" for c in dequantize(bins, self.num_bins))
         if "\u2581" not in text:
             return text
         return text.replace(" ", "").replace("\u2581", " ").strip()

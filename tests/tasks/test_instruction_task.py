@@ -12,6 +12,7 @@ from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 import ofasys_fairseq
 from ofasys_fairseq.data.table import DataError, InvalidRows
 from ofasys_fairseq.instruction import InstructionError
+from ofasys_fairseq.tasks.instruction_task import SentencepieceDetokenizer
 
 USER_DIR = os.path.dirname(os.path.abspath(ofasys_fairseq.__file__))
 GOOD = "[TEXT:src] -> [TEXT:tgt]"
@@ -219,3 +220,11 @@ def test_cli_reports_a_missing_column_with_the_file(data, tmp_path):
     assert "DataError" in result.stderr, result.stderr[-3000:]
     assert f"{data / 'train.jsonl'}, line 1, column 'source'" in result.stderr
     assert checkpoints_in(save_dir) == []
+
+
+def test_generate_prints_box_outputs_as_fractions_with_or_without_post_processing():
+    detokenize = SentencepieceDetokenizer(num_bins=16).decode
+    assert detokenize("<bin_0> <bin_3> <bin_12> <bin_15>") == "0.000,0.200,0.800,1.000"
+    assert detokenize("<bin_0><bin_3><bin_12><bin_15>") == "0.000,0.200,0.800,1.000"
+    assert detokenize("\u2581a \u2581red \u2581circle") == "a red circle"
+    assert detokenize("a red circle") == "a red circle"

@@ -167,7 +167,7 @@ def run_task(task: DemoTask, out_dir: str) -> Dict[str, object]:
 
 def draw_boxes(data_dir: str, row: Dict[str, object], image_column: str, prediction,
                plan, path: str, scale: int = 4) -> str:
-    """The row's image, enlarged, with its boxes in green and a predicted box in red."""
+    """The row's image, enlarged, with its boxes in black and a predicted box in magenta."""
     from PIL import Image, ImageDraw
 
     from ofasys_fairseq.data.box import parse_box
@@ -177,10 +177,10 @@ def draw_boxes(data_dir: str, row: Dict[str, object], image_column: str, predict
     draw = ImageDraw.Draw(image)
     for slot in plan.templates[0].slots:
         if slot.modality == "BOX":
-            draw.rectangle([c * scale for c in parse_box(row[slot.column])], outline="lime",
+            draw.rectangle([c * scale for c in parse_box(row[slot.column])], outline="black",
                            width=2)
     if plan.target.modality == "BOX" and prediction is not None:
-        draw.rectangle([c * scale for c in prediction], outline="red", width=2)
+        draw.rectangle([c * scale for c in prediction], outline="magenta", width=2)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     image.save(path)
     return path
@@ -219,7 +219,7 @@ def print_report(results: List[Dict[str, object]]) -> None:
             print(f"  {inputs}\n    -> {shown(prediction)} (reference {row[target]!r}, {mark}; "
                   f"fairseq-generate: {generated!r})")
         for path in r["pictures"]:
-            print(f"  boxes drawn (green: data, red: predicted): {path}")
+            print(f"  boxes drawn (black: data, magenta: predicted): {path}")
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from fairseq.data import FairseqDataset, data_utils
 
 from ..decoding.label_trie import LabelTrie
 from ..instruction import Slot
-from ..models.adapters.image import ImageGeometry
+from ..models.adapters.image import DEFAULT_GEOMETRY, ImageGeometry
 from ..plan import TaskPlan, TemplatePlan
 from .table import DataError, InvalidRows
 from .text import mask_spans, normalize_text, replace_random_tokens, text_value
@@ -76,7 +76,7 @@ class InstructionDataset(FairseqDataset):
     def __init__(self, table, plan: TaskPlan, vocab: Vocabulary,
                  closed_set: Optional[ClosedSet] = None, train: bool = False,
                  with_target: bool = True, seed: int = 1, skip_invalid_rows: bool = False,
-                 geometry: ImageGeometry = ImageGeometry(256, 16), image_adaptor: str = "resnet",
+                 geometry: ImageGeometry = DEFAULT_GEOMETRY, image_adaptor: str = "resnet",
                  decode_images: bool = False):
         self.table, self.plan, self.vocab, self.closed_set = table, plan, vocab, closed_set
         self.train, self.with_target, self.seed = train, with_target, seed

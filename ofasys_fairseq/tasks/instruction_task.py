@@ -31,7 +31,7 @@ from ..data.vocabulary import (Vocabulary, default_cache_dir, load_sentencepiece
                                train_sentencepiece)
 from ..decoding.restricted_generator import RestrictedSequenceGenerator
 from ..instruction import Slot
-from ..models.adapters.image import IMAGE_ADAPTORS, ImageGeometry
+from ..models.adapters.image import DEFAULT_GEOMETRY, IMAGE_ADAPTORS, ImageGeometry
 from ..plan import TaskPlan
 from ..scoring.box_accuracy import box_accuracy
 from ..scoring.cider import CiderD
@@ -40,7 +40,6 @@ logger = logging.getLogger(__name__)
 BLEU_ORDER = 4
 BIN_PATTERN = re.compile(r"<bin_(\d+)>")
 LOCATIONS_PATTERN = re.compile(r"(\s*<bin_\d+>)+\s*")
-DEFAULT_IMAGE_SIZE = 256  # --image-size when neither the option nor the --arch sets it
 BLEU_STATS = ([f"_bleu_counts_{i}" for i in range(BLEU_ORDER)]
               + [f"_bleu_totals_{i}" for i in range(BLEU_ORDER)]
               + ["_bleu_sys_len", "_bleu_ref_len"])
@@ -79,7 +78,8 @@ class InstructionConfig(FairseqDataclass):
     image_adaptor: ChoiceEnum(IMAGE_ADAPTORS) = field(default="resnet", metadata={
         "help": "how IMAGE slots without adaptor= are embedded: ResNet stages 1-3 (stride 16) "
                 "or ViT patches"})
-    vit_patch_size: int = field(default=16, metadata={"help": "side of a vit image patch"})
+    vit_patch_size: int = field(default=DEFAULT_GEOMETRY.vit_patch_size, metadata={
+        "help": "side of a vit image patch"})
     validate_data: bool = field(default=False, metadata={
         "help": "decode every image and check every box against it while loading the data, "
                 "reporting all bad rows before training (ofasys-validate does the same alone)"})
@@ -105,7 +105,7 @@ class InstructionTask(FairseqTask):
         self._references: Dict[str, List[object]] = {}  # data file -> its references
         self._ciders: Dict[str, CiderD] = {}
         # saved in the checkpoint: they fix the image adapters' patch grids
-        self.image_settings = {"image_size": cfg.image_size or DEFAULT_IMAGE_SIZE,
+        self.image_settings = {"image_size": cfg.image_size or DEFAULT_GEOMETRY.image_size,
                                "vit_patch_size": cfg.vit_patch_size,
                                "image_adaptor": str(cfg.image_adaptor)}
 

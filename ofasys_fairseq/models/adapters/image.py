@@ -59,6 +59,10 @@ class ImageGeometry:
                                  f"{adaptor} patch size {self.stride(adaptor)}")
 
 
+# --image-size when neither the option nor the --arch sets it; --vit-patch-size
+DEFAULT_GEOMETRY = ImageGeometry(image_size=256, vit_patch_size=16)
+
+
 def adapter_key(adaptor: str) -> str:
     """The encoder's ModuleDict key (and ``net_input['images']`` key) of an image adaptor."""
     return f"image_{adaptor}"

@@ -74,7 +74,7 @@ DEMO_TASKS = {task.name: task for task in [
     DemoTask("shapes_caption", demo_data.SHAPES_CAPTION_INSTRUCTION, "cider", shapes_data,
              [*TINY, *SHAPES_IMAGES, "--dropout", "0.0", "--lr", "0.002", "--max-epoch", "4"]),
     DemoTask("shapes_vqa", demo_data.SHAPES_VQA_INSTRUCTION, "accuracy", shapes_data,
-             [*TINY, *SHAPES_IMAGES, "--dropout", "0.0", "--lr", "0.002", "--max-epoch", "4"]),
+             [*TINY, *SHAPES_IMAGES, "--dropout", "0.0", "--lr", "0.004", "--max-epoch", "8"]),
     DemoTask("shapes_grounding", demo_data.SHAPES_GROUNDING_INSTRUCTION, "box_acc", shapes_data,
              [*TINY, *SHAPES_IMAGES, "--dropout", "0.0", "--lr", "0.004", "--max-epoch", "10"]),
     DemoTask("shapes_region_caption", demo_data.SHAPES_GROUNDED_CAPTION_INSTRUCTION, "cider",

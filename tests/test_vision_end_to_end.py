@@ -47,9 +47,9 @@ def test_digit_classification_learns(tmp_path):
     log = train(data, tmp_path / "ck", demo_data.DIGITS_INSTRUCTION, "accuracy",
                 "--image-size", "32", *VIT_8, "--max-epoch", "5")
     accuracy = max(float(m["accuracy"]) for m in valid_metrics(log))
-    assert accuracy >= 60.0, log[-3000:]  # ten classes: chance is 10%
+    assert accuracy >= 80.0, log[-3000:]  # ten classes: chance is 10%; 97 in our runs
     output = generate(data, tmp_path / "ck" / "checkpoint_best.pt", "exact_match")
-    assert float(re.search(r"exact_match = ([\d.]+)", output).group(1)) >= 60.0
+    assert float(re.search(r"exact_match = ([\d.]+)", output).group(1)) >= 80.0
 
 
 @pytest.fixture(scope="module")
@@ -76,10 +76,8 @@ def test_grounding_learns_and_decodes_pixel_boxes(shapes, tmp_path):
                 "--max-epoch", "8")
     accuracy = max(float(m["box_acc"]) for m in valid_metrics(log))
     baseline = mean_box_accuracy(shapes)
-    # tiny models from scratch localize slowly (about 12% after 500 updates in our runs,
-    # against 2-3% for the mean box): demand a clear multiple of the baseline
-    assert accuracy >= 2.5 * baseline and accuracy >= baseline + 4.0, \
-        (accuracy, baseline, log[-3000:])
+    # 79% after 500 updates in our runs, against 2% for always answering the mean box
+    assert accuracy >= 50.0 and accuracy >= baseline + 40.0, (accuracy, baseline, log[-3000:])
 
     checkpoint = save_dir / "checkpoint_best.pt"
     output = generate(shapes, checkpoint, "box_acc", "--post-process", "sentencepiece")

@@ -28,6 +28,9 @@ class UniversalEncoder(FairseqEncoder):
         dim = cfg.encoder.embed_dim
         self.adapters = adapters
         self.type_embedding = nn.Embedding(len(Modality), dim)
+        # at the scale of the token embeddings: an N(0, 1) offset, the same on every text
+        # token, would drown which token it is once the embeddings are layer-normalized
+        nn.init.normal_(self.type_embedding.weight, std=dim ** -0.5)
         self.layernorm_embedding = LayerNorm(dim)
         self.dropout = FairseqDropout(cfg.dropout, module_name=self.__class__.__name__)
         self.layers = nn.ModuleList(TransformerEncoderLayerBase(cfg) for _ in range(cfg.encoder.layers))

@@ -95,8 +95,12 @@ class ImageAdapter(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.project = nn.Linear(channels, embed_dim) if channels != embed_dim else nn.Identity()
+        # unit-scale content and positions of comparable size: neither drowns the other
+        self.content_norm = nn.LayerNorm(embed_dim)
         self.row_positions = nn.Embedding(grid, embed_dim)
         self.column_positions = nn.Embedding(grid, embed_dim)
+        for table in (self.row_positions, self.column_positions):
+            nn.init.normal_(table.weight, std=0.5)
         self.grid = grid
         self.register_buffer("mean", 255 * torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
                              persistent=False)
@@ -113,7 +117,7 @@ class ImageAdapter(nn.Module):
         if (height, width) != (self.grid, self.grid):
             raise ValueError(f"images give a {height}x{width} patch grid, but this adapter was "
                              f"built for {self.grid}x{self.grid}: use the training image size")
-        x = self.project(features.flatten(2).transpose(1, 2))  # B x (grid*grid) x D
+        x = self.content_norm(self.project(features.flatten(2).transpose(1, 2)))  # B x L x D
         rows = torch.arange(self.grid, device=x.device)
         positions = (self.row_positions(rows)[:, None] + self.column_positions(rows)[None, :])
         x = x + positions.reshape(1, -1, x.size(-1))

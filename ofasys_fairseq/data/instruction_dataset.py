@@ -97,8 +97,10 @@ class InstructionDataset(FairseqDataset):
             try:
                 row = self.table[index]
                 line = self.table.line_number(index)
-                sizes = [self._build(row, t, None, index,
-                                     self.visual.check(row, t, line, decode_images))
+                # alternatives share their images (plan.py): decode them once
+                size = (self.visual.decoded_size(row, self.plan.templates[0], line)
+                        if decode_images else None)
+                sizes = [self._build(row, t, None, index, self.visual.check(row, t, line, size))
                          for t in self.plan.templates]
             except DataError as error:
                 errors.append(error)

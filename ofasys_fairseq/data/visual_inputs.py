@@ -59,44 +59,36 @@ class VisualReader:
             return NO_VISUAL_INPUTS
         box_slots = self._box_slots(template)
         boxes = {s: self._box(row, s, line) for s in box_slots}
+        decoded = [self._decode(row, s, line) for s in template.image_slots]
+        original_size = decoded[0].original_size
+        self._check_inside(boxes, original_size, line)
         images: Dict[str, List[torch.Tensor]] = {}
-        box_bins, original_size = {}, None
-        for i, slot in enumerate(template.image_slots):
-            decoded = self._decode(row, slot, line)
-            attached = box_slots if i == 0 else []
-            if i == 0:
-                original_size = decoded.original_size
-                for box_slot in attached:
-                    self._check_inside(boxes[box_slot], original_size, box_slot, line)
-            preprocess = self._preprocessor(slot)
-            if preprocess.is_random and seed is not None:
-                # torchvision draws from torch's global CPU generator: seed it for this
-                # item only (reseeding CUDA generators too would disturb dropout on GPUs)
-                with torch.random.fork_rng(devices=[]):
-                    torch.random.default_generator.manual_seed(seed + i)
-                    pixels, moved = preprocess(decoded, [boxes[s] for s in attached])
-            else:
-                pixels, moved = preprocess(decoded, [boxes[s] for s in attached])
+        box_bins = {}
+        for i, (slot, image) in enumerate(zip(template.image_slots, decoded)):
+            attached = box_slots if i == 0 else []  # boxes are pixels of the first image
+            pixels, moved = self._preprocess(slot, image, [boxes[s] for s in attached],
+                                             None if seed is None else seed + i)
             images.setdefault(adapter_key(self.adaptor(slot)), []).append(pixels)
             for box_slot, box in zip(attached, moved):
                 box_bins[box_slot] = quantize(box, self.geometry.image_size, self.num_bins)
         return VisualInputs(images, box_bins, boxes, original_size)
 
+    def decoded_size(self, row: Dict[str, object], template: TemplatePlan,
+                     line: Optional[int]) -> Optional[Tuple[int, int]]:
+        """Decode every image of the row in full (a validation pass); the first one's
+        original (width, height), None without images."""
+        sizes = [self._decode(row, s, line).original_size for s in template.image_slots]
+        return sizes[0] if sizes else None
+
     def check(self, row: Dict[str, object], template: TemplatePlan, line: Optional[int],
-              decode: bool) -> VisualInputs:
-        """Validate the row's IMAGE and BOX cells without preprocessing: boxes are always
-        parsed; with ``decode`` every image is decoded in full and boxes are checked
-        against its size. The bins are placeholders (they only count tokens)."""
+              image_size: Optional[Tuple[int, int]] = None) -> VisualInputs:
+        """Parse the row's BOX cells without touching images, and check them against
+        ``image_size`` when it is known. The bins are placeholders (they count tokens)."""
         box_slots = self._box_slots(template)
         boxes = {s: self._box(row, s, line) for s in box_slots}
-        original_size = None
-        for i, slot in enumerate(template.image_slots if decode else []):
-            size = self._decode(row, slot, line).original_size
-            if i == 0:
-                original_size = size
-                for box_slot in box_slots:
-                    self._check_inside(boxes[box_slot], size, box_slot, line)
-        return VisualInputs({}, {s: [0] * BOX_LENGTH for s in box_slots}, boxes, original_size)
+        if image_size is not None:
+            self._check_inside(boxes, image_size, line)
+        return VisualInputs({}, {s: [0] * BOX_LENGTH for s in box_slots}, boxes, image_size)
 
     # -- helpers ---------------------------------------------------------------
     def _box_slots(self, template: TemplatePlan) -> List[Slot]:
@@ -114,8 +106,19 @@ class VisualReader:
         value = required_cell(row, slot, self.path, line)
         return self._located(lambda: parse_box(value), slot, line)
 
-    def _check_inside(self, box, size, slot: Slot, line) -> None:
-        self._located(lambda: check_box_inside(box, size), slot, line)
+    def _check_inside(self, boxes: Dict[Slot, List[float]], size, line) -> None:
+        for slot, box in boxes.items():
+            self._located(lambda: check_box_inside(box, size), slot, line)
+
+    def _preprocess(self, slot: Slot, image, boxes, seed: Optional[int]):
+        preprocess = self._preprocessor(slot)
+        if not (preprocess.is_random and seed is not None):
+            return preprocess(image, boxes)
+        # torchvision draws from torch's global CPU generator: seed it for this item only
+        # (reseeding the CUDA generators too would disturb dropout on GPUs)
+        with torch.random.fork_rng(devices=[]):
+            torch.random.default_generator.manual_seed(seed)
+            return preprocess(image, boxes)
 
     def _cell(self, row, slot: Slot, line) -> str:
         value = required_cell(row, slot, self.path, line)

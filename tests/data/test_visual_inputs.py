@@ -199,38 +199,44 @@ def test_line_none_is_allowed(tmp_path, images):
 # --- check ---------------------------------------------------------------------------------
 
 
+def checked(visual: VisualReader, cells, plan, decode: bool):
+    """The dataset's scan: decode the images once when validating, then check the boxes."""
+    size = visual.decoded_size(cells, plan, LINE) if decode else None
+    return visual.check(cells, plan, LINE, size)
+
+
 def test_check_with_decode_finds_corrupt_images_and_boxes_outside(tmp_path, images):
     plan = template()
-    out = reader(tmp_path).check(row(images["path"]), plan, LINE, decode=True)
+    out = checked(reader(tmp_path), row(images["path"]), plan, decode=True)
     assert out.original_size == (WIDTH, HEIGHT)
     assert out.boxes == {plan.target: BOX}
     assert list(out.box_bins) == [plan.target] and len(out.box_bins[plan.target]) == 4
     with pytest.raises(DataError) as info:
-        reader(tmp_path).check(row(images["corrupt"]), plan, LINE, decode=True)
+        checked(reader(tmp_path), row(images["corrupt"]), plan, decode=True)
     assert_located(info, "img", "cannot decode")
     with pytest.raises(DataError) as info:
-        reader(tmp_path).check(row(images["path"], box="0,0,97,10"), plan, LINE, decode=True)
+        checked(reader(tmp_path), row(images["path"], box="0,0,97,10"), plan, decode=True)
     assert_located(info, "b", "outside")
     with pytest.raises(DataError) as info:
-        reader(tmp_path).check(row("img/missing.png"), plan, LINE, decode=True)
+        checked(reader(tmp_path), row("img/missing.png"), plan, decode=True)
     assert_located(info, "img", "no such image file")
 
 
 def test_check_without_decode_only_parses_boxes(tmp_path, images):
     plan = template()
-    out = reader(tmp_path).check(row(images["corrupt"]), plan, LINE, decode=False)
+    out = checked(reader(tmp_path), row(images["corrupt"]), plan, decode=False)
     assert out.boxes == {plan.target: BOX} and out.original_size is None
     # a box outside the image cannot be seen without decoding it
-    reader(tmp_path).check(row(images["path"], box="0,0,970,10"), plan, LINE, decode=False)
+    checked(reader(tmp_path), row(images["path"], box="0,0,970,10"), plan, decode=False)
     with pytest.raises(DataError) as info:
-        reader(tmp_path).check(row(images["corrupt"], box="1,2,3"), plan, LINE, decode=False)
+        checked(reader(tmp_path), row(images["corrupt"], box="1,2,3"), plan, decode=False)
     assert_located(info, "b", "expected 4 coordinates")
 
 
 def test_check_without_target(tmp_path, images):
     plan = template()
-    out = reader(tmp_path, with_target=False).check(row(images["path"], box=None), plan, LINE,
-                                                    decode=True)
+    out = checked(reader(tmp_path, with_target=False), row(images["path"], box=None), plan,
+                  decode=True)
     assert out.boxes == {} and out.original_size == (WIDTH, HEIGHT)
 
 

@@ -83,9 +83,5 @@ class OFASys:
         """TEXT: the text (a label for closed sets); BOX: ``[x0, y0, x1, y1]`` in pixels
         of the original image (None if the model did not produce a box)."""
         if batch["target_modality"] == "BOX":
-            box = self.task.decode_box(hypo["tokens"])
-            if box is None:
-                return None
-            width, height = batch["image_sizes"][row].tolist()
-            return [c * scale for c, scale in zip(box, (width, height, width, height))]
+            return self.task.decode_box(hypo["tokens"], batch["image_sizes"][row].tolist())
         return self.task.decode_text(hypo["tokens"], batch["closed_set"])

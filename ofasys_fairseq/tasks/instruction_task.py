@@ -372,13 +372,15 @@ class InstructionTask(FairseqTask):
         low = self.vocab.bin_index(0) if len(box) < 2 else min(box[-2] + 1, last)
         return list(range(low, last + 1))
 
-    def decode_box(self, tokens: Sequence[int]) -> Optional[List[float]]:
-        """A decoded BOX target as fractions of the image width / height (None unless
+    def decode_box(self, tokens: Sequence[int], image_size: Sequence[int]) -> Optional[List[float]]:
+        """A decoded BOX target in pixels of an image of ``(width, height)`` (None unless
         the tokens are exactly four location tokens)."""
         bins = [int(t) - self.vocab.bin_index(0) for t in tokens if int(t) != self.dictionary.eos()]
         if len(bins) != BOX_LENGTH or not all(0 <= k < self.vocab.num_bins for k in bins):
             return None
-        return dequantize(bins, self.vocab.num_bins)
+        width, height = image_size
+        return [c * scale for c, scale in zip(dequantize(bins, self.vocab.num_bins),
+                                              (width, height, width, height))]
 
     def decode_text(self, tokens: Sequence[int], closed_set: Optional[ClosedSet] = None) -> str:
         ids = [int(t) for t in tokens if int(t) != self.dictionary.eos()]
@@ -427,9 +429,9 @@ class InstructionTask(FairseqTask):
 
     def _box_stats(self, tokens, references, image_sizes) -> Dict[str, float]:
         """Acc@IoU>=0.5 of decoded boxes against the pixel boxes of the data."""
-        sizes = image_sizes.float().cpu().repeat(1, 2)  # (w, h, w, h)
-        predicted = torch.tensor([self.decode_box(t) or [0.0] * BOX_LENGTH for t in tokens])
-        hits, total = box_accuracy(predicted * sizes, torch.tensor(references).float())
+        predicted = torch.tensor([self.decode_box(t, size) or [0.0] * BOX_LENGTH  # no box: a miss
+                                  for t, size in zip(tokens, image_sizes.tolist())])
+        hits, total = box_accuracy(predicted, torch.tensor(references).float())
         return {"_box_hits": hits, "_box_total": total}
 
     def reduce_metrics(self, logging_outputs, criterion):

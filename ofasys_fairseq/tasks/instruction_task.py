@@ -300,7 +300,8 @@ class InstructionTask(FairseqTask):
                                      skip_invalid_rows=self.cfg.skip_invalid_rows,
                                      geometry=self.image_geometry,
                                      image_adaptor=self.image_settings["image_adaptor"],
-                                     decode_images=self.cfg.validate_data)
+                                     # a pass over data files, not over inference rows
+                                     decode_images=self.cfg.validate_data and with_target)
         if dataset.references:
             self._references[table.path] = dataset.references
             self._ciders.pop(table.path, None)

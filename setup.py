@@ -33,6 +33,7 @@ setup(
             "ofasys-generate=ofasys_fairseq.cli:generate",
             "ofasys-hydra-train=ofasys_fairseq.cli:hydra_train",
             "ofasys-validate=ofasys_fairseq.validate:cli",
+            "ofasys-train-cpu=ofasys_fairseq.distributed_cpu:main",
         ]
     },
 )

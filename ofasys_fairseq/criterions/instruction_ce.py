@@ -5,6 +5,10 @@
   softmax runs over the tokens the label trie allows there (smoothing spread
   over those tokens only). The allowed ids come per position from the dataset
   (``closed_set_steps``), so no dense per-sample vocabulary mask is built.
+* Multitask samples carry ``task_ids`` and ``loss_weights`` per row: a row's token
+  losses are multiplied by its task's loss weight (the normalizer, the number of
+  target tokens, is unchanged, so a weight of 2 doubles that task's gradient), and
+  each task's own (unweighted) loss, tokens and samples are logged.
 """
 import math
 from dataclasses import dataclass, field
@@ -23,9 +27,13 @@ class InstructionCrossEntropyConfig(FairseqDataclass):
         default=0.1, metadata={"help": "label smoothing epsilon (0 disables it)"})
 
 
+TASK_STAT = "_task_{}:{}"  # hidden per-task sums: _task_loss:nli, _task_ntokens:nli, ...
+TASK_STATS = ("loss", "ntokens", "nsentences")
+
+
 def closed_set_loss(logits: torch.Tensor, gold: torch.Tensor, allowed: torch.Tensor,
                     epsilon: float):
-    """Label-smoothed NLL with the softmax restricted to ``allowed`` ids.
+    """Label-smoothed NLL with the softmax restricted to ``allowed`` ids, per position.
 
     Args:
         logits: N x V logits at the closed-set positions.
@@ -33,7 +41,7 @@ def closed_set_loss(logits: torch.Tensor, gold: torch.Tensor, allowed: torch.Ten
         allowed: N x K allowed ids per position, padded with -1.
         epsilon: label smoothing, spread over the K_i allowed tokens of each position.
     Returns:
-        (loss, nll_loss), summed over positions.
+        (loss, nll_loss), each of N values.
     """
     valid = allowed.ge(0)
     scores = logits.gather(1, allowed.clamp(min=0)).masked_fill(~valid, -math.inf)
@@ -45,7 +53,7 @@ def closed_set_loss(logits: torch.Tensor, gold: torch.Tensor, allowed: torch.Ten
     eps_i = torch.where(num_allowed > 1, eps_i, torch.zeros_like(eps_i))
     loss = (1.0 - epsilon - eps_i) * nll + eps_i * smooth
     # a single allowed token is certain: nll and smooth are both 0 there
-    return loss.sum(), nll.sum()
+    return loss, nll
 
 
 @register_criterion("instruction_ce", dataclass=InstructionCrossEntropyConfig)
@@ -55,6 +63,7 @@ class InstructionCrossEntropyCriterion(FairseqCriterion):
         self.eps = label_smoothing
 
     def forward(self, model, sample, reduce: bool = True):
+        width = sample["target"].size(1)
         target = sample["target"].reshape(-1)
         # Project to the vocabulary only where there is a loss: no_loss prefixes are
         # often most of the decoder sequence (see benchmarks/criterion.py).
@@ -63,8 +72,8 @@ class InstructionCrossEntropyCriterion(FairseqCriterion):
         logits = model.decoder.output_layer(
             features.reshape(-1, features.size(-1))[scored]).float()
         gold = target[scored]
+        losses, nll_losses = logits.new_zeros(len(gold)), logits.new_zeros(len(gold))
         open_rows = torch.ones_like(gold, dtype=torch.bool)
-        loss = nll_loss = logits.new_zeros(())
 
         steps = sample.get("closed_set_steps")
         if steps is not None:
@@ -73,26 +82,43 @@ class InstructionCrossEntropyCriterion(FairseqCriterion):
             rows = row_of[steps["positions"]]
             if bool((rows < 0).any()):  # -1 would silently score another position
                 raise ValueError("closed_set_steps name a position with no target token")
-            closed_loss, closed_nll = closed_set_loss(logits[rows], gold[rows],
-                                                      steps["allowed"], self.eps)
-            loss, nll_loss = loss + closed_loss, nll_loss + closed_nll
+            losses[rows], nll_losses[rows] = closed_set_loss(logits[rows], gold[rows],
+                                                             steps["allowed"], self.eps)
             open_rows[rows] = False
 
         if open_rows.any():
             lprobs = F.log_softmax(logits[open_rows], dim=-1)
-            open_loss, open_nll = label_smoothed_nll_loss(
-                lprobs, gold[open_rows], self.eps, ignore_index=None, reduce=True)
-            loss, nll_loss = loss + open_loss, nll_loss + open_nll
+            losses[open_rows], nll_losses[open_rows] = label_smoothed_nll_loss(
+                lprobs, gold[open_rows], self.eps, ignore_index=None, reduce=False)
 
+        sample_row = torch.div(scored, width, rounding_mode="floor")
+        weights = sample.get("loss_weights")
+        loss = (losses if weights is None else losses * weights[sample_row]).sum()
         sample_size = sample["ntokens"]
         logging_output = {
             "loss": loss.data,
-            "nll_loss": nll_loss.data,
+            "nll_loss": nll_losses.sum().data,
             "ntokens": sample["ntokens"],
             "nsentences": sample["nsentences"],
             "sample_size": sample_size,
         }
+        if "task_ids" in sample:
+            logging_output.update(self._task_stats(sample["task_ids"], sample_row,
+                                                   losses.detach()))
         return loss, sample_size, logging_output
+
+    def _task_stats(self, task_ids: torch.Tensor, sample_row: torch.Tensor,
+                    losses: torch.Tensor):
+        """Each task's summed loss, target tokens and samples in this batch; every task of
+        the run has its keys (zeros if absent), as data-parallel sums need the same keys
+        on every rank."""
+        names = self.task.task_names
+        position_task = task_ids[sample_row]
+        stats = {"loss": losses.new_zeros(len(names)).index_add_(0, position_task, losses),
+                 "ntokens": torch.bincount(position_task, minlength=len(names)),
+                 "nsentences": torch.bincount(task_ids, minlength=len(names))}
+        return {TASK_STAT.format(stat, name): value for stat, values in stats.items()
+                for name, value in zip(names, values.tolist())}
 
     @staticmethod
     def reduce_metrics(logging_outputs) -> None:
@@ -103,7 +129,22 @@ class InstructionCrossEntropyCriterion(FairseqCriterion):
         metrics.log_scalar("loss", loss / max(sample_size, 1) / math.log(2), sample_size, round=3)
         metrics.log_scalar("nll_loss", nll / max(ntokens, 1) / math.log(2), ntokens, round=3)
         metrics.log_derived("ppl", lambda meters: utils.get_perplexity(meters["nll_loss"].avg))
+        for name in _task_names(logging_outputs):
+            def total(stat):
+                return sum(log.get(TASK_STAT.format(stat, name), 0) for log in logging_outputs)
+
+            if total("ntokens") > 0:  # the task was trained (or validated) here
+                metrics.log_scalar(f"{name}_loss", total("loss") / total("ntokens") / math.log(2),
+                                   total("ntokens"), round=3)
+            metrics.log_scalar_sum(f"{name}_tokens", int(total("ntokens")))
+            metrics.log_scalar_sum(f"{name}_samples", int(total("nsentences")))
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:
         return True
+
+
+def _task_names(logging_outputs) -> list:
+    prefix = TASK_STAT.format("ntokens", "")
+    return [key[len(prefix):] for key in (logging_outputs[0] if logging_outputs else ())
+            if key.startswith(prefix)]

@@ -273,9 +273,7 @@ class InstructionDataset(FairseqDataset):
             "data_path": self.table.path,  # names the subset for corpus-level metrics
         }
         if examples[0].images:  # every example has the same IMAGE slots (see plan.py)
-            batch["net_input"]["images"] = {
-                key: torch.stack([torch.stack(e.images[key]) for e in examples])
-                for key in examples[0].images}
+            batch["net_input"].update(collate_images([e.images for e in examples]))
             batch["image_sizes"] = torch.tensor([e.original_size for e in examples])
         if targets:
             batch["target"] = data_utils.collate_tokens(targets, pad)
@@ -309,3 +307,16 @@ class InstructionDataset(FairseqDataset):
         for i, ids in enumerate(allowed):
             allowed_ids[i, :len(ids)] = torch.tensor(ids)
         return {"positions": torch.tensor(positions), "allowed": allowed_ids}
+
+
+def collate_images(rows: Sequence[Dict[str, List[torch.Tensor]]]) -> Dict[str, object]:
+    """``net_input`` entries for the rows' images, per adapter key: ``images`` stacks all
+    of them (``N x 3 x S x S``) and ``image_slots`` says where each goes (``N x 2``: row,
+    slot). Rows without images of a key have none there: no placeholder pixels."""
+    images, slots = {}, {}
+    for key in dict.fromkeys(key for row in rows for key in row):
+        placed = [(r, k, pixels) for r, row in enumerate(rows)
+                  for k, pixels in enumerate(row.get(key, ()))]
+        images[key] = torch.stack([pixels for _, _, pixels in placed])
+        slots[key] = torch.tensor([(r, k) for r, k, _ in placed])
+    return {"images": images, "image_slots": slots}

@@ -38,14 +38,17 @@ class UniversalEncoder(FairseqEncoder):
         self.max_source_positions = cfg.max_source_positions
 
     def forward(self, src_tokens: Tensor, src_lengths: Optional[Tensor] = None,
-                images: Optional[Dict[str, Tensor]] = None) -> Dict[str, List[Tensor]]:
+                images: Optional[Dict[str, Tensor]] = None,
+                image_slots: Optional[Dict[str, Tensor]] = None) -> Dict[str, List[Tensor]]:
         """Args:
             src_tokens: ``B x T`` text tokens.
             src_lengths: unused (padding is read from the tokens).
-            images: adapter key -> ``B x K x 3 x S x S`` uint8, the K IMAGE slots
-                that adapter embeds.
+            images: adapter key -> ``N x 3 x S x S`` uint8 images that adapter embeds.
+            image_slots: adapter key -> ``N x 2`` (row, slot) of each of those images.
         """
-        outputs = [self._embed_images(key, pixels) for key, pixels in (images or {}).items()]
+        batch = src_tokens.size(0)
+        outputs = [self._embed_images(key, pixels, image_slots[key], batch)
+                   for key, pixels in (images or {}).items()]
         outputs.append(self._typed(self.adapters[Modality.TEXT.value](src_tokens), Modality.TEXT))
         x = torch.cat([out.embeddings for out in outputs], dim=1)
         padding_mask = torch.cat([out.padding_mask for out in outputs], dim=1)
@@ -64,15 +67,23 @@ class UniversalEncoder(FairseqEncoder):
             "src_lengths": [],
         }
 
-    def _embed_images(self, key: str, pixels: Tensor) -> AdapterOutput:
+    def _embed_images(self, key: str, pixels: Tensor, slots: Tensor, batch: int) -> AdapterOutput:
+        """``B x (K * P) x C`` patches of each row's K image slots; slots a row lacks (a
+        task without images in a mixed batch) are padding."""
         if key not in self.adapters:
             image_keys = [k for k in self.adapters if k != Modality.TEXT.value]
             raise ValueError(f"this model has no '{key}' adapter (it has {image_keys or 'none'})")
-        batch, slots = pixels.shape[:2]
         adapter = self.adapters[key]
-        out = adapter(pixels.flatten(0, 1))
-        return self._typed(AdapterOutput(out.embeddings.reshape(batch, -1, out.embeddings.size(-1)),
-                                         out.padding_mask.reshape(batch, -1)), adapter.modality)
+        out = adapter(pixels)  # N x P x C
+        patches, dim = out.embeddings.shape[1:]
+        width = (int(slots[:, 1].max()) + 1) * patches
+        rows = slots[:, :1].expand(-1, patches)
+        columns = slots[:, 1:] * patches + torch.arange(patches, device=slots.device)
+        embeddings = out.embeddings.new_zeros(batch, width, dim)
+        embeddings[rows, columns] = out.embeddings
+        padding_mask = torch.ones(batch, width, dtype=torch.bool, device=embeddings.device)
+        padding_mask[rows, columns] = out.padding_mask
+        return self._typed(AdapterOutput(embeddings, padding_mask), adapter.modality)
 
     def _typed(self, out: AdapterOutput, modality: Modality) -> AdapterOutput:
         type_id = list(Modality).index(modality)

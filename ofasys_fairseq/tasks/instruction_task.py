@@ -17,7 +17,6 @@ from typing import Dict, List, Optional, Sequence
 
 import sacrebleu
 import torch
-from fairseq import metrics
 from fairseq.data import Dictionary
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
@@ -35,23 +34,17 @@ from ..models.adapters.image import DEFAULT_GEOMETRY, IMAGE_ADAPTORS, ImageGeome
 from ..plan import TaskPlan
 from ..scoring.box_accuracy import box_accuracy
 from ..scoring.cider import CiderD
+from ..scoring.validation_metrics import BLEU_ORDER, log_metrics
 
 logger = logging.getLogger(__name__)
-BLEU_ORDER = 4
 BIN_PATTERN = re.compile(r"<bin_(\d+)>")
 LOCATIONS_PATTERN = re.compile(r"(\s*<bin_\d+>)+\s*")
-BLEU_STATS = ([f"_bleu_counts_{i}" for i in range(BLEU_ORDER)]
-              + [f"_bleu_totals_{i}" for i in range(BLEU_ORDER)]
-              + ["_bleu_sys_len", "_bleu_ref_len"])
 
 
 @dataclass
-class InstructionConfig(FairseqDataclass):
-    data: Optional[str] = field(default=None, metadata={
-        "help": "directory holding <subset>.jsonl / .tsv / .csv (header line for tsv/csv)"})
-    instruction: Optional[str] = field(default=None, metadata={
-        "help": "the task, e.g. '[TEXT:src] what is the summary? -> [TEXT:tgt]'; "
-                "when decoding a checkpoint it defaults to the trained one"})
+class InstructionCommonConfig(FairseqDataclass):
+    """Options shared by ``--task instruction`` and ``--task multitask``: one vocabulary,
+    one image geometry and one validation decoding recipe per model."""
     vocab_size: int = field(default=8000, metadata={
         "help": "upper bound on sentencepiece pieces trained from the training data"})
     sentencepiece_model: Optional[str] = field(default=None, metadata={
@@ -59,9 +52,6 @@ class InstructionConfig(FairseqDataclass):
     vocab_cache_dir: Optional[str] = field(default=None, metadata={
         "help": "where trained sentencepiece models are cached (default ~/.cache/ofasys_fairseq)"})
     num_bins: int = field(default=1000, metadata={"help": "number of <bin_k> location tokens"})
-    closed_set_labels: Optional[str] = field(default=None, metadata={
-        "help": "label files for closed_set columns, 'column=path[,column=path]' (one label per "
-                "line, path relative to --data); default: the column's values in the training data"})
     max_source_positions: int = field(default=1024, metadata={"help": "longest encoder input"})
     max_target_positions: int = field(default=1024, metadata={"help": "longest decoder sequence"})
     skip_invalid_rows: bool = field(default=False, metadata={
@@ -84,9 +74,23 @@ class InstructionConfig(FairseqDataclass):
         "help": "decode every image and check every box against it while loading the data, "
                 "reporting all bad rows before training (ofasys-validate does the same alone)"})
     seed: int = II("common.seed")
-    train_subset: str = II("dataset.train_subset")
     save_dir: str = II("checkpoint.save_dir")
     restore_file: str = II("checkpoint.restore_file")
+
+
+@dataclass
+class InstructionConfig(InstructionCommonConfig):
+    data: Optional[str] = field(default=None, metadata={
+        "help": "directory holding <subset>.jsonl / .tsv / .csv (header line for tsv/csv)"})
+    instruction: Optional[str] = field(default=None, metadata={
+        "help": "the task, e.g. '[TEXT:src] what is the summary? -> [TEXT:tgt]'; "
+                "when decoding a checkpoint it defaults to the trained one"})
+    closed_set_labels: Optional[str] = field(default=None, metadata={
+        "help": "label files for closed_set columns, 'column=path[,column=path]' (one label per "
+                "line, path relative to --data); default: the column's values in the training data"})
+    trained_task: Optional[str] = field(default=None, metadata={
+        "help": "decode a multitask checkpoint as its task of this name (instruction and labels)"})
+    train_subset: str = II("dataset.train_subset")
 
 
 @register_task("instruction", dataclass=InstructionConfig)
@@ -124,6 +128,11 @@ class InstructionTask(FairseqTask):
             logger.info(f"taking the vocabulary and labels from {resume}")
             self.load_state_dict(torch.load(resume, map_location="cpu")["task_state"])
             return
+        self.use_vocabulary(build_vocabulary(self.cfg, self.training_texts(), self.dictionary))
+
+    def training_texts(self) -> List[str]:
+        """Read the training subset once: set the closed-set labels and return the texts
+        the vocabulary is trained on (instruction literals, labels, each slot's texts)."""
         if self.plan is None:
             raise ValueError("--instruction is required to train (e.g. --instruction "
                              "'[TEXT:src] -> [TEXT:tgt]')")
@@ -133,14 +142,13 @@ class InstructionTask(FairseqTask):
         plan = self.bind_plan(table)
         texts = self._read_training_texts(table, plan)
         self.labels = self._collect_labels(plan, texts)
-        if self.cfg.sentencepiece_model:
-            proto = load_sentencepiece(self.cfg.sentencepiece_model)
-        else:
-            proto = train_sentencepiece(self._training_texts(plan, texts), self.cfg.vocab_size,
-                                        self.cfg.vocab_cache_dir or default_cache_dir())
-        self.vocab = Vocabulary(proto, self.cfg.num_bins, self.dictionary)
-        logger.info(f"dictionary: {len(self.dictionary)} types "
-                    f"({self.cfg.num_bins} location tokens)")
+        return list(self._training_texts(plan, texts))
+
+    def use_vocabulary(self, vocab: Vocabulary) -> None:
+        """Encode with ``vocab`` (a multitask run shares one among its tasks)."""
+        self.vocab = vocab
+        self.dictionary = vocab.dictionary
+        self._closed_sets = {}
 
     def _checkpoint_to_resume(self) -> Optional[str]:
         # mirrors fairseq.checkpoint_utils.load_checkpoint's choice of file
@@ -230,12 +238,13 @@ class InstructionTask(FairseqTask):
                              self.image_settings["vit_patch_size"])
 
     def image_adaptors(self) -> List[str]:
-        """The image adaptors the instruction's IMAGE slots use (the model builds these)."""
-        if self.plan is None:
-            return []
+        """The image adaptors the model has: those of a loaded checkpoint, else those the
+        instruction's IMAGE slots use."""
+        if "adaptors" in self.image_settings:
+            return list(self.image_settings["adaptors"])
         default = self.image_settings["image_adaptor"]
         adaptors = list(dict.fromkeys(s.get("adaptor") or default for t in self.plan.templates
-                                      for s in t.image_slots))
+                                      for s in t.image_slots)) if self.plan else []
         self.image_geometry.check(adaptors)
         return adaptors
 
@@ -261,8 +270,10 @@ class InstructionTask(FairseqTask):
     def load_state_dict(self, state: Dict[str, object]) -> None:
         if not state:
             return
+        if "tasks" in state:
+            state = self._trained_task_state(state)
         if self.vocab is None:
-            self.vocab = Vocabulary.from_state_dict(state["vocabulary"], self.dictionary)
+            self.use_vocabulary(Vocabulary.from_state_dict(state["vocabulary"], self.dictionary))
         elif list(self.dictionary.symbols) != list(state["vocabulary"]["symbols"]):
             raise ValueError("the checkpoint's vocabulary differs from the one built for this run")
         self.labels = dict(state["labels"])
@@ -270,6 +281,17 @@ class InstructionTask(FairseqTask):
         self._closed_sets = {}
         if self.plan is None:
             self.plan = TaskPlan.parse(state["instruction"])
+
+    def _trained_task_state(self, state: Dict[str, object]) -> Dict[str, object]:
+        """A multitask checkpoint's state, narrowed to its task ``--trained-task``."""
+        tasks = state["tasks"]
+        name = self.cfg.trained_task
+        if name not in tasks:
+            problem = (f"--trained-task {name!r} is not one of its tasks" if name
+                       else "name one of its tasks with --trained-task")
+            raise ValueError(f"this is a multitask checkpoint: {problem} ({', '.join(tasks)})")
+        return {**tasks[name], "vocabulary": state["vocabulary"],
+                "image_settings": state["image_settings"]}
 
     @property
     def source_dictionary(self) -> Dictionary:
@@ -310,6 +332,8 @@ class InstructionTask(FairseqTask):
     # -- model ---------------------------------------------------------------------
     def build_model(self, cfg, from_checkpoint: bool = False):
         self.prepare()
+        # the checkpoint records which adapters the model has
+        self.image_settings["adaptors"] = self.image_adaptors()
         model = super().build_model(cfg, from_checkpoint)
         if not self.cfg.no_eval_metrics:
             self.sequence_generator = self.build_generator(
@@ -399,10 +423,10 @@ class InstructionTask(FairseqTask):
         loss, sample_size, logging_output = super().valid_step(sample, model, criterion)
         if self.sequence_generator is not None and sample.get("references"):
             hypos = self.inference_step(self.sequence_generator, [model], sample)
-            logging_output.update(self._metric_stats(sample, [h[0]["tokens"] for h in hypos]))
+            logging_output.update(self.metric_stats(sample, [h[0]["tokens"] for h in hypos]))
         return loss, sample_size, logging_output
 
-    def _metric_stats(self, sample, best: List[torch.Tensor]) -> Dict[str, float]:
+    def metric_stats(self, sample, best: List[torch.Tensor]) -> Dict[str, float]:
         """Summable statistics of the decoded targets (see ``reduce_metrics``)."""
         references = sample["references"]
         if sample["target_modality"] == "BOX":
@@ -435,44 +459,33 @@ class InstructionTask(FairseqTask):
         hits, total = box_accuracy(predicted, torch.tensor(references).float())
         return {"_box_hits": hits, "_box_total": total}
 
+    def supported_metrics(self) -> List[str]:
+        """The validation metrics of this task's target: accuracy for closed sets, Acc@IoU
+        for boxes, BLEU for free text (and CIDEr-D when the text is about images)."""
+        target = self.plan.target
+        if target.modality == "BOX":
+            return ["box_acc"]
+        if target.has("closed_set"):
+            return ["accuracy"]
+        return ["bleu", "cider"] if self.plan.templates[0].image_slots else ["bleu"]
+
     def reduce_metrics(self, logging_outputs, criterion):
         super().reduce_metrics(logging_outputs, criterion)
-
-        def total(key):
-            return sum(log.get(key, 0) for log in logging_outputs)
-
-        if total("_total") > 0:
-            metrics.log_scalar_sum("_correct", total("_correct"))
-            metrics.log_scalar_sum("_total", total("_total"))
-            metrics.log_derived("accuracy", lambda m: round(
-                100.0 * m["_correct"].sum / max(m["_total"].sum, 1), 2))
-        if total("_box_total") > 0:
-            metrics.log_scalar_sum("_box_hits", total("_box_hits"))
-            metrics.log_scalar_sum("_box_total", total("_box_total"))
-            metrics.log_derived("box_acc", lambda m: round(
-                100.0 * m["_box_hits"].sum / max(m["_box_total"].sum, 1), 2))
-        if total("_cider_count") > 0:
-            metrics.log_scalar_sum("_cider_sum", float(total("_cider_sum")))
-            metrics.log_scalar_sum("_cider_count", total("_cider_count"))
-            metrics.log_derived("cider", lambda m: round(
-                100.0 * m["_cider_sum"].sum / max(m["_cider_count"].sum, 1), 2))
-        if total("_bleu_sys_len") > 0:
-            # plain int meters: numpy arrays would end up pickled in checkpoints, which
-            # torch's weights_only loading (rightly) refuses
-            for key in BLEU_STATS:
-                metrics.log_scalar_sum(key, int(total(key)))
-            metrics.log_derived("bleu", _bleu_from_meters)
+        log_metrics(logging_outputs)
 
 
-def _bleu_from_meters(meters) -> float:
-    def stat(key: str) -> int:
-        return int(meters[key].sum)
-
-    score = sacrebleu.BLEU.compute_bleu(
-        correct=[stat(f"_bleu_counts_{i}") for i in range(BLEU_ORDER)],
-        total=[stat(f"_bleu_totals_{i}") for i in range(BLEU_ORDER)],
-        sys_len=stat("_bleu_sys_len"), ref_len=stat("_bleu_ref_len"), smooth_method="exp")
-    return round(score.score, 2)
+def build_vocabulary(cfg: InstructionCommonConfig, texts: Sequence[str],
+                     dictionary: Dictionary) -> Vocabulary:
+    """The run's vocabulary, filled into ``dictionary``: ``--sentencepiece-model`` or one
+    trained on ``texts``."""
+    if cfg.sentencepiece_model:
+        proto = load_sentencepiece(cfg.sentencepiece_model)
+    else:
+        proto = train_sentencepiece(texts, cfg.vocab_size,
+                                    cfg.vocab_cache_dir or default_cache_dir())
+    vocab = Vocabulary(proto, cfg.num_bins, dictionary)
+    logger.info(f"dictionary: {len(dictionary)} types ({cfg.num_bins} location tokens)")
+    return vocab
 
 
 class SentencepieceDetokenizer:

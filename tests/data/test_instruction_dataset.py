@@ -519,8 +519,9 @@ def test_image_patches_count_in_sizes_and_batches_carry_uint8_images(tmp_path):
     batch = ds.collater([ds[i] for i in range(len(ds))])
     images = batch["net_input"]["images"]
     assert list(images) == ["image_resnet"]
-    assert images["image_resnet"].shape == (3, 1, 3, 64, 64)
+    assert images["image_resnet"].shape == (3, 3, 64, 64)  # one image slot per row
     assert images["image_resnet"].dtype == torch.uint8
+    assert batch["net_input"]["image_slots"]["image_resnet"].tolist() == [[0, 0], [1, 0], [2, 0]]
     assert batch["image_sizes"].tolist() == [[64, 64]] * 3
     rows = [ds.table[int(r)] for r in ds.rows]
     assert batch["references"] == [parse_box(r["region"]) for r in rows]

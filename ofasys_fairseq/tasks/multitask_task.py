@@ -1,0 +1,288 @@
+"""``--task multitask``: one model trained on several instructions at once.
+
+Each task (``task_specs.py``) is an ``InstructionTask`` member sharing the run's one
+vocabulary, image geometry and model. The scheduler (``data/task_schedule.py``)
+decides which task every micro-batch of every rank trains; ``batch_mode`` decides
+how batches combine tasks. Logs carry each task's loss, tokens and samples, and
+validation reports each task's metrics as ``<task>_<metric>`` plus ``score``, the
+mean of every task's first metric, to choose the best checkpoint by.
+"""
+import logging
+from dataclasses import dataclass, field, fields
+from typing import Any, Dict, List
+
+import numpy as np
+import torch
+from fairseq import metrics
+from fairseq.data import iterators
+from fairseq.dataclass import ChoiceEnum
+from fairseq.tasks import FairseqTask, register_task
+from omegaconf import II
+
+from ..data.multitask_dataset import BATCH_MODES, MultitaskDataset
+from ..data.table import DataError, Table, find_split_file
+from ..data.task_sampler import SAMPLING, task_probabilities
+from ..data.task_schedule import BatchBudget, TaskSchedule
+from ..data.vocabulary import Vocabulary
+from ..plan import TaskPlan
+from ..scoring.validation_metrics import METRIC_STATS, log_metrics, metric_value, stat_key
+from .instruction_task import (InstructionCommonConfig, InstructionConfig, InstructionTask,
+                               build_vocabulary)
+from .task_specs import TaskConfigError, TaskSpec, parse_task_specs
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class MultitaskConfig(InstructionCommonConfig):
+    tasks: Any = field(default=None, metadata={
+        "help": "the tasks: a YAML file with a 'tasks:' mapping of name -> {instruction, data, "
+                "weight, loss_weight, metrics, batch_size, ...} (in Hydra configs, the mapping "
+                "itself under task.tasks)"})
+    task_sampling: ChoiceEnum(SAMPLING) = field(default="weights", metadata={
+        "help": "how often each task is trained: uniform, proportional to its size, "
+                "temperature (size^(1/T)) or proportional to its weight (all 1: uniform)"})
+    sampling_temperature: float = field(default=2.0, metadata={
+        "help": "T of --task-sampling temperature"})
+    batch_mode: ChoiceEnum(BATCH_MODES) = field(default="homogeneous", metadata={
+        "help": "homogeneous: each batch from one sampled task; mixed: each batch holds tasks "
+                "in proportion; round: a batch of every task per update, gradients summed"})
+    update_freq: Any = II("optimization.update_freq")
+    train_subset: str = II("dataset.train_subset")
+    distributed_world_size: Any = II("distributed_training.distributed_world_size")
+    ddp_backend: Any = II("distributed_training.ddp_backend")
+    find_unused_parameters: Any = II("distributed_training.find_unused_parameters")
+
+
+def _setting(cfg, name: str, default):
+    """A run-level setting, or ``default`` outside fairseq-train (nothing to interpolate)."""
+    try:
+        value = getattr(cfg, name)
+    except Exception:
+        return default
+    return default if isinstance(value, str) and value.startswith("${") else value
+
+
+@register_task("multitask", dataclass=MultitaskConfig)
+class MultitaskTask(InstructionTask):
+    cfg: MultitaskConfig
+
+    def __init__(self, cfg: MultitaskConfig, specs: List[TaskSpec]):
+        super().__init__(cfg, plan=None)
+        self.specs = specs
+        self.members = [InstructionTask(_member_config(cfg, spec), TaskPlan.parse(spec.instruction))
+                        for spec in specs]
+        for member, spec in zip(self.members, specs):
+            member.image_settings = self.image_settings  # one geometry, one set of adapters
+            _check_metrics(spec, member.supported_metrics())
+
+    @classmethod
+    def setup_task(cls, cfg: MultitaskConfig, **kwargs) -> "MultitaskTask":
+        # Checks the configuration, touches no data (a checkpoint loads without it).
+        return cls(cfg, parse_task_specs(cfg.tasks, str(cfg.task_sampling)))
+
+    @property
+    def task_names(self) -> List[str]:
+        return [spec.name for spec in self.specs]
+
+    def member(self, name: str) -> InstructionTask:
+        """The task ``name`` (its instruction and labels; the shared vocabulary)."""
+        if name not in self.task_names:
+            raise ValueError(f"no task {name!r}; this model's tasks are "
+                             f"{', '.join(self.task_names)}")
+        return self.members[self.task_names.index(name)]
+
+    # -- vocabulary and labels -------------------------------------------------
+    def prepare(self) -> None:
+        if self.vocab is not None:
+            return
+        resume = self._checkpoint_to_resume()
+        if resume is not None:
+            logger.info(f"taking the vocabulary and labels from {resume}")
+            self.load_state_dict(torch.load(resume, map_location="cpu")["task_state"])
+            return
+        self._check_data()
+        texts = [text for member in self.members for text in member.training_texts()]
+        self.use_vocabulary(build_vocabulary(self.cfg, texts, self.dictionary))
+
+    def use_vocabulary(self, vocab) -> None:
+        super().use_vocabulary(vocab)
+        for member in self.members:
+            member.use_vocabulary(vocab)
+
+    def _check_data(self) -> None:
+        """Every task's training and validation files exist (all problems at once)."""
+        problems = []
+        for spec in self.specs:
+            for subset in dict.fromkeys((spec.train_subset, spec.valid_subset)):
+                try:
+                    find_split_file(spec.data, subset)
+                except DataError as error:
+                    problems.append(f"task '{spec.name}': {error}")
+        if problems:
+            raise TaskConfigError("\n".join(problems))
+
+    def image_adaptors(self) -> List[str]:
+        if "adaptors" in self.image_settings:
+            return list(self.image_settings["adaptors"])
+        adaptors = list(dict.fromkeys(a for m in self.members for a in m.image_adaptors()))
+        self.image_geometry.check(adaptors)
+        return adaptors
+
+    def state_dict(self) -> Dict[str, object]:
+        if self.vocab is None:
+            return {}
+        return {"vocabulary": self.vocab.state_dict(), "image_settings": self.image_settings,
+                "tasks": {spec.name: {"instruction": member.plan.text, "labels": member.labels}
+                          for spec, member in zip(self.specs, self.members)}}
+
+    def load_state_dict(self, state: Dict[str, object]) -> None:
+        if not state:
+            return
+        if "tasks" not in state:
+            raise ValueError("not a multitask checkpoint: decode it with --task instruction")
+        missing = [name for name in self.task_names if name not in state["tasks"]]
+        if missing:
+            raise ValueError(f"the checkpoint has no task(s) {', '.join(missing)} (it has "
+                             f"{', '.join(state['tasks'])})")
+        if self.vocab is None:
+            self.use_vocabulary(Vocabulary.from_state_dict(state["vocabulary"], self.dictionary))
+        elif list(self.dictionary.symbols) != list(state["vocabulary"]["symbols"]):
+            raise ValueError("the checkpoint's vocabulary differs from the one built for this run")
+        self.image_settings.update(state["image_settings"])  # shared with the members
+        for name, member in zip(self.task_names, self.members):
+            for column, labels in state["tasks"][name]["labels"].items():
+                member.add_labels(column, labels)
+
+    # -- data --------------------------------------------------------------------
+    def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs):
+        self.prepare()
+        train = split == self.cfg.train_subset
+        datasets = []
+        for spec, member in zip(self.specs, self.members):
+            subset = spec.train_subset if train else (spec.valid_subset if split == "valid"
+                                                      else split)
+            table = Table(find_split_file(spec.data, subset))
+            datasets.append(member.dataset_for(table, member.bind_plan(table), with_target=True,
+                                               train=train))
+            logger.info(f"{split}: task {spec.name}: {len(datasets[-1])} examples from "
+                        f"{table.path}")
+        self.datasets[split] = MultitaskDataset(datasets, [s.loss_weight for s in self.specs],
+                                                str(self.cfg.batch_mode) if train else
+                                                "homogeneous")
+        if train:
+            shares = ", ".join(f"{n} {p:.3f}" for n, p in zip(self.task_names,
+                                                             self.probabilities(datasets)))
+            logger.info(f"task sampling ({self.cfg.task_sampling}): {shares}")
+
+    def probabilities(self, datasets) -> np.ndarray:
+        return task_probabilities(str(self.cfg.task_sampling), [len(d) for d in datasets],
+                                  [s.weight for s in self.specs], self.cfg.sampling_temperature,
+                                  [s.size_cap for s in self.specs])
+
+    def get_batch_iterator(self, dataset, max_tokens=None, max_sentences=None,
+                           max_positions=None, ignore_invalid_inputs=False,
+                           required_batch_size_multiple=1, seed=1, num_shards=1, shard_id=0,
+                           num_workers=0, epoch=1, data_buffer_size=0,
+                           disable_iterator_cache=False, skip_remainder_batch=False,
+                           grouped_shuffling=False, update_epoch_batch_itr=False):
+        """Batches planned by ``TaskSchedule`` per epoch (fairseq shards and resumes them;
+        its own shuffling is off: the plan is already shuffled, reproducibly)."""
+        if not isinstance(dataset, MultitaskDataset):
+            return super().get_batch_iterator(
+                dataset, max_tokens, max_sentences, max_positions, ignore_invalid_inputs,
+                required_batch_size_multiple, seed, num_shards, shard_id, num_workers, epoch,
+                data_buffer_size, disable_iterator_cache, skip_remainder_batch,
+                grouped_shuffling, update_epoch_batch_itr)
+        train = dataset.datasets[0].train
+        mode = dataset.mode if train else "sequential"
+        budgets = [BatchBudget(max_tokens, max_sentences) if mode == "mixed" else
+                   BatchBudget(s.max_tokens or max_tokens, s.batch_size or max_sentences)
+                   for s in self.specs]
+        schedule = TaskSchedule(dataset.datasets, dataset.offsets[:-1],
+                                self.probabilities(dataset.datasets), budgets, mode, seed,
+                                max_positions, ignore_invalid_inputs,
+                                required_batch_size_multiple, num_shards,
+                                self._update_freq(epoch) if train else 1)
+        dataset.set_epoch(epoch)
+        return iterators.EpochBatchIterator(
+            dataset=dataset, collate_fn=dataset.collater,
+            batch_sampler=lambda _, epoch: schedule.batches(epoch), seed=seed,
+            num_shards=num_shards, shard_id=shard_id, num_workers=num_workers, epoch=epoch,
+            buffer_size=data_buffer_size, skip_remainder_batch=skip_remainder_batch,
+            disable_shuffling=True)
+
+    def _update_freq(self, epoch: int) -> int:
+        update_freq = list(_setting(self.cfg, "update_freq", [1]))
+        return int(update_freq[min(epoch, len(update_freq)) - 1])
+
+    # -- model -----------------------------------------------------------------
+    def build_model(self, cfg, from_checkpoint: bool = False):
+        self._check_data_parallel()
+        return super().build_model(cfg, from_checkpoint)
+
+    def _check_data_parallel(self) -> None:
+        """Ranks may train different tasks at one step, so some parameters (an image
+        adapter, say) get no gradient on some ranks: DDP must allow that."""
+        if (len(self.specs) > 1 and int(_setting(self.cfg, "distributed_world_size", 1)) > 1
+                and str(_setting(self.cfg, "ddp_backend", "")) in ("c10d", "pytorch_ddp")
+                and not _setting(self.cfg, "find_unused_parameters", False)):
+            raise ValueError("multitask data-parallel training: ranks train different tasks, "
+                             "so use --ddp-backend legacy_ddp (all-reduces every parameter) "
+                             "or --find-unused-parameters")
+
+    # -- training and validation -------------------------------------------------
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        """A ``round`` sample trains every task's batch in turn; their gradients add up
+        before the one optimizer step (normalized by all their target tokens)."""
+        if "rounds" not in sample:
+            return super().train_step(sample, model, criterion, optimizer, update_num,
+                                      ignore_grad)
+        total_loss, total_size, logs = 0.0, 0, {}
+        for part in sample["rounds"]:
+            loss, size, log = super().train_step(part, model, criterion, optimizer,
+                                                 update_num, ignore_grad)
+            total_loss, total_size = total_loss + loss.detach(), total_size + size
+            for key, value in log.items():
+                logs[key] = logs.get(key, 0) + value
+        return total_loss, total_size, logs
+
+    def valid_step(self, sample, model, criterion):
+        loss, sample_size, log = FairseqTask.valid_step(self, sample, model, criterion)
+        # every task's statistics in every output: data-parallel sums need equal keys
+        log.update({stat_key(key, f"{spec.name}_"): 0 for spec in self.specs
+                    for metric in spec.metrics for key in METRIC_STATS[metric]})
+        if self.sequence_generator is not None and sample.get("references"):
+            task = sample["task_index"]
+            hypos = self.inference_step(self.sequence_generator, [model], sample)
+            stats = self.members[task].metric_stats(sample, [h[0]["tokens"] for h in hypos])
+            prefix = f"{self.specs[task].name}_"
+            log.update({stat_key(k, prefix): v for k, v in stats.items()
+                        if stat_key(k, prefix) in log})
+        return loss, sample_size, log
+
+    def reduce_metrics(self, logging_outputs, criterion):
+        FairseqTask.reduce_metrics(self, logging_outputs, criterion)
+        logged = [log_metrics(logging_outputs, spec.metrics, f"{spec.name}_") for spec in self.specs]
+        if any(logged):  # a validation batch (fairseq reduces each one as it comes)
+            metrics.log_derived("score", self._selection_score)
+
+    def _selection_score(self, meters) -> float:
+        """The mean of every task's first metric (over the tasks validated)."""
+        values = [metric_value(spec.metrics[0], meters, f"{spec.name}_") for spec in self.specs
+                  if stat_key(METRIC_STATS[spec.metrics[0]][-1], f"{spec.name}_") in meters]
+        return round(float(np.mean(values)), 2)
+
+def _member_config(cfg: MultitaskConfig, spec: TaskSpec) -> InstructionConfig:
+    common = {f.name: _setting(cfg, f.name, f.default) for f in fields(InstructionCommonConfig)}
+    return InstructionConfig(**common, data=spec.data, instruction=spec.instruction,
+                             closed_set_labels=spec.closed_set_labels,
+                             train_subset=spec.train_subset)
+
+
+def _check_metrics(spec: TaskSpec, supported: List[str]) -> None:
+    unknown = [m for m in spec.metrics if m not in supported]
+    if unknown:
+        raise TaskConfigError(f"task '{spec.name}': metric(s) {', '.join(unknown)} are not "
+                              f"available for its target; it supports {', '.join(supported)}")
+    spec.metrics = list(spec.metrics) or supported

@@ -31,9 +31,23 @@ class OFASys:
         return cls(task, models[0].to(device))
 
     @property
-    def instruction(self) -> str:
-        """The instruction the model was trained with (the default for ``inference``)."""
-        return self.task.plan.text
+    def instructions(self) -> Dict[str, str]:
+        """The trained instruction of each task (one, named ``instruction``, for a
+        single-task model): the defaults for ``inference``."""
+        if hasattr(self.task, "members"):
+            return {name: m.plan.text for name, m in zip(self.task.task_names, self.task.members)}
+        return {"instruction": self.task.plan.text}
+
+    def _trained_task(self, name: Optional[str]):
+        """The task whose instruction and labels ``inference`` uses."""
+        if not hasattr(self.task, "members"):
+            if name is not None:
+                raise ValueError(f"task={name!r}: this model was trained on one task")
+            return self.task
+        if name is None:
+            raise ValueError(f"a multitask model: choose one of its tasks with task= "
+                             f"({', '.join(self.task.task_names)})")
+        return self.task.member(name)
 
     @property
     def device(self) -> torch.device:
@@ -42,7 +56,8 @@ class OFASys:
     def inference(self, instruction: Optional[str] = None,
                   data: Sequence[Mapping[str, object]] = (), beam: int = 5, max_len: int = 64,
                   batch_size: int = 32,
-                  labels: Optional[Dict[str, Sequence[str]]] = None) -> List[Dict[str, object]]:
+                  labels: Optional[Dict[str, Sequence[str]]] = None,
+                  task: Optional[str] = None) -> List[Dict[str, object]]:
         """Decode the target of each row.
 
         Args:
@@ -52,17 +67,20 @@ class OFASys:
             max_len: longest output, not counting the forced ``no_loss`` prefix.
             batch_size: rows decoded together.
             labels: label sets for ``closed_set`` columns the checkpoint has none for.
+            task: for a multitask model, the task whose instruction (the default) and
+                labels to use.
         Returns:
             One dict per row, keyed by the target column: a ``str`` for TEXT, four floats
             (pixels of the original image) for BOX. Relative image paths are read from
             the current directory.
         """
-        plan = self.task.plan if instruction is None else TaskPlan.parse(instruction)
+        trained = self._trained_task(task)
+        plan = trained.plan if instruction is None else TaskPlan.parse(instruction)
         table = InMemoryTable(data)
         plan = plan.bind_columns(table.columns)
         for column, values in (labels or {}).items():
-            self.task.add_labels(column, [normalize_text(v, plan.target) for v in values])
-        dataset = self.task.dataset_for(table, plan, with_target=False)
+            trained.add_labels(column, [normalize_text(v, plan.target) for v in values])
+        dataset = trained.dataset_for(table, plan, with_target=False)
         results: List[Dict[str, object]] = [{} for _ in range(len(dataset))]
         for start in range(0, len(dataset), batch_size):
             batch = dataset.collater([dataset[i] for i in range(start, min(start + batch_size,

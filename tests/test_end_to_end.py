@@ -139,7 +139,7 @@ def test_generate_prints_labels_and_python_api_reproduces_them(trained, tmp_path
 
 def test_python_api_zero_shot_instruction_and_free_text(trained):
     model = OFASys.from_pretrained(os.path.join(trained["save_dir"], "checkpoint_best.pt"))
-    assert model.instruction == INSTRUCTION
+    assert model.instructions == {"instruction": INSTRUCTION}
     rows = [{"review": "the soup was superb and the room was quiet", "topic": "soup"}]
     prompt = "text1 [TEXT:review] text2 [TEXT:topic] -> [TEXT:label,closed_set]"
     assert model.inference(prompt, data=rows)[0]["label"] in LABELS

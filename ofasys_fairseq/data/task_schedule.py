@@ -71,6 +71,9 @@ class TaskSchedule:
             raise ValueError(f"{dataset.table.path}: {len(ignored)} examples (row index "
                              f"{ignored[0]} first) are longer than {max_positions}; skip them "
                              f"with --skip-invalid-size-inputs-valid-test")
+        if len(kept) == 0:
+            raise ValueError(f"{dataset.table.path}: no example fits {max_positions} "
+                             f"(source, target) positions, so this task cannot be trained")
         mask = np.zeros(len(dataset), dtype=bool)
         mask[kept] = True
         return mask
@@ -164,5 +167,7 @@ class TaskSchedule:
             batch.append(index)
             longest = max(longest, size)
         batches.append(np.array(batch))
+        with data_utils.numpy_seed(self.seed, epoch, len(self.datasets)):
+            batches = [batches[i] for i in np.random.permutation(len(batches))]
         whole = self._steps(len(batches)) * self.num_shards * self.update_freq
         return batches + [np.zeros(0, dtype=np.int64)] * (whole - len(batches))

@@ -1,13 +1,13 @@
 """The benchmarks (``python -m benchmarks``) in their quick mode. The criterion one builds
 a real task, model and batches, and the three variants agree on loss, nll and gradients;
-the image pipeline one reports sane numbers. No timing is asserted."""
+the image pipeline and multitask ones report sane numbers. No timing is asserted."""
 import io
 import math
 from dataclasses import replace
 
 import pytest
 
-from benchmarks import image_pipeline
+from benchmarks import image_pipeline, multitask
 from benchmarks.criterion import GRAD_RTOL, QUICK, VARIANTS, run
 
 
@@ -60,3 +60,47 @@ def test_quick_image_pipeline_benchmark_reports_sane_numbers():
         assert wait["wait_ms"] >= 0 and wait["step_ms"] > 0 and wait["first_batch"] > 0
         assert wait["loader"] in report
     assert "preprocessing throughput" in report and "data wait" in report
+
+
+def test_quick_multitask_benchmark_reports_sane_numbers():
+    """Every batch mode's epoch is measured (efficiencies in (0, 1], homogeneous the
+    baseline at 1.0) and every run trains; no timing is asserted."""
+    settings = multitask.QUICK
+    out = io.StringIO()
+    results = multitask.run(settings, out=out)
+    report = out.getvalue()
+
+    padding = results["padding"]
+    assert [r["mode"] for r in padding] == list(multitask.MODES)
+    homogeneous = padding[0]
+    assert homogeneous["mode"] == "homogeneous"
+    assert homogeneous["encoder_x"] == 1.0 and homogeneous["decoder_x"] == 1.0
+    examples = len(settings.tasks) * settings.rows
+    for row in padding:
+        assert 0 < row["encoder"] <= 1 and 0 < row["decoder"] <= 1, row
+        assert row["encoder_real"] <= row["encoder_padded"]
+        assert row["decoder_real"] <= row["decoder_padded"]
+        assert row["steps"] > 0 and row["rows"] > 0
+        assert row["mode"] in report
+    by_mode = {r["mode"]: r for r in padding}
+    assert by_mode["mixed"]["rows"] == examples  # every example once, tasks side by side
+    assert by_mode["round"]["batches"] == by_mode["round"]["steps"] * len(settings.tasks)
+    # text rows next to image rows pad the image part: mixed pads the encoder more
+    assert by_mode["mixed"]["encoder"] < homogeneous["encoder"]
+
+    throughput = results["throughput"]
+    assert [r["name"] for r in throughput] == (
+        [f"{name} alone" for name in settings.tasks]
+        + [f"all tasks, {mode}" for mode in multitask.MODES])
+    for row in throughput:
+        assert row["steps"] == settings.steps
+        assert row["tokens_per_s"] > 0 and row["samples_per_s"] > 0 and row["x_alone"] > 0
+        assert row["name"] in report
+        if row["name"].endswith(" alone"):
+            assert row["x_alone"] == pytest.approx(1.0)
+            assert list(row["task_tokens"]) == [row["name"][:-len(" alone")]]
+        else:
+            assert list(row["task_tokens"]) == list(settings.tasks)
+    single = next(r for r in throughput if r["name"] == f"{settings.single_task} alone")
+    assert single["x_single"] == 1.0
+    assert "padding efficiency" in report and "training throughput" in report

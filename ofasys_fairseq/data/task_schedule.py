@@ -58,6 +58,9 @@ class TaskSchedule:
         self.required_batch_size_multiple = required_batch_size_multiple
         self.kept = [self._kept_mask(d, max_positions, ignore_invalid_inputs)
                      for d in self.datasets]
+        # per task, its images' encoder positions by adapter (alternatives share images)
+        self.image_positions = [d.visual.patches_by_adapter(d.plan.templates[0])
+                                for d in self.datasets]
         self.batches_per_pass = [len(self._task_batches(t, epoch=1, cycle=0))
                                  for t in range(len(self.datasets))]
 
@@ -146,28 +149,58 @@ class TaskSchedule:
 
     def _mixed(self, epoch: int) -> List[np.ndarray]:
         max_tokens, max_sentences = self.budgets[0]
-        max_tokens = max_tokens or math.inf
-        max_sentences = max_sentences or math.inf
         streams = [self._example_stream(t, epoch) for t in range(len(self.datasets))]
         heads = [next(s) for s in streams]
         credit = np.zeros(len(self.datasets))
         total = sum(int(k.sum()) for k in self.kept)
-        batches, batch, longest = [], [], 0
+        batches, batch = [], MixedBatch(max_tokens, max_sentences)
         for _ in range(total):
             task = int(np.argmax(credit + self.probabilities))
             index = int(heads[task])
-            size = int(self.datasets[task].num_tokens(index - self.offsets[task]))
-            if batch and ((len(batch) + 1) * max(longest, size) > max_tokens
-                          or len(batch) + 1 > max_sentences):
-                batches.append(np.array(batch))
-                batch, longest = [], 0
+            if not batch.fits(*self._example_shape(task, index - self.offsets[task])):
+                batches.append(np.array(batch.indices))
+                batch = MixedBatch(max_tokens, max_sentences)
+            batch.add(index, *self._example_shape(task, index - self.offsets[task]))
             credit += self.probabilities
             credit[task] -= 1
             heads[task] = next(streams[task])
-            batch.append(index)
-            longest = max(longest, size)
-        batches.append(np.array(batch))
+        batches.append(np.array(batch.indices))
         with data_utils.numpy_seed(self.seed, epoch, len(self.datasets)):
             batches = [batches[i] for i in np.random.permutation(len(batches))]
         whole = self._steps(len(batches)) * self.num_shards * self.update_freq
         return batches + [np.zeros(0, dtype=np.int64)] * (whole - len(batches))
+
+    def _example_shape(self, task: int, index: int):
+        """(text tokens, image positions per adapter, decoder tokens) of one example."""
+        dataset = self.datasets[task]
+        images = self.image_positions[task]
+        return (int(dataset.src_sizes[index]) - sum(images.values()), images,
+                int(dataset.tgt_sizes[index]))
+
+
+class MixedBatch:
+    """A mixed batch being filled: its padded size is rows x the widest text plus the widest
+    image part of each adapter (the encoder pads them separately), or rows x the widest
+    target if larger."""
+
+    def __init__(self, max_tokens: Optional[int], max_sentences: Optional[int]):
+        self.max_tokens = max_tokens or math.inf
+        self.max_sentences = max_sentences or math.inf
+        self.indices: List[int] = []
+        self.text, self.images, self.target = 0, {}, 0
+
+    def _padded(self, text: int, images, target: int) -> int:
+        widths = {k: max(v, self.images.get(k, 0)) for k, v in images.items()}
+        widths.update({k: v for k, v in self.images.items() if k not in widths})
+        encoder = max(self.text, text) + sum(widths.values())
+        return (len(self.indices) + 1) * max(encoder, max(self.target, target))
+
+    def fits(self, text: int, images, target: int) -> bool:
+        return not self.indices or (len(self.indices) + 1 <= self.max_sentences
+                                    and self._padded(text, images, target) <= self.max_tokens)
+
+    def add(self, index: int, text: int, images, target: int) -> None:
+        self.indices.append(index)
+        self.text, self.target = max(self.text, text), max(self.target, target)
+        for key, width in images.items():
+            self.images[key] = max(self.images.get(key, 0), width)

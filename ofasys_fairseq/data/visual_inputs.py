@@ -50,7 +50,15 @@ class VisualReader:
         return slot.get("adaptor") or self.default_adaptor
 
     def num_patches(self, template: TemplatePlan) -> int:
-        return sum(self.geometry.num_patches(self.adaptor(s)) for s in template.image_slots)
+        return sum(self.patches_by_adapter(template).values())
+
+    def patches_by_adapter(self, template: TemplatePlan) -> Dict[str, int]:
+        """Encoder positions of the template's images, per adapter key."""
+        patches: Dict[str, int] = {}
+        for slot in template.image_slots:
+            key = adapter_key(self.adaptor(slot))
+            patches[key] = patches.get(key, 0) + self.geometry.num_patches(self.adaptor(slot))
+        return patches
 
     def read(self, row: Dict[str, object], template: TemplatePlan, line: Optional[int],
              seed: Optional[int] = None) -> VisualInputs:

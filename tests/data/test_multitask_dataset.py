@@ -277,3 +277,18 @@ def test_model_forward_on_a_mixed_batch_matches_each_tasks_batch(dataset, model,
             width = own_logits.size(1)
             assert torch.allclose(logits[row, :width][keep], own_logits[r][keep], atol=1e-4)
             row += 1
+
+
+def test_mixed_batches_respect_the_token_budget_as_the_encoder_pads_them(task, dataset):
+    """A mixed batch pads its text to the widest text row and its images to the widest
+    image part, which usually come from different rows: the budget counts both."""
+    max_tokens = 400
+    itr = task.get_batch_iterator(dataset, max_tokens=max_tokens, max_sentences=1000, seed=1)
+    samples = [s for s in itr.next_epoch_itr(shuffle=False) if s]
+    mixed = [s for s in samples if len(set(s["task_ids"].tolist())) > 1]
+    assert mixed, "expected batches mixing the text and the image task"
+    for sample in samples:
+        rows, text_width = sample["net_input"]["src_tokens"].shape
+        image_width = sum((int(slots[:, 1].max()) + 1) * (64 // 8) ** 2
+                          for slots in sample["net_input"].get("image_slots", {}).values())
+        assert rows * max(text_width + image_width, sample["target"].size(1)) <= max_tokens

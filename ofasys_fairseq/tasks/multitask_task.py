@@ -234,17 +234,23 @@ class MultitaskTask(InstructionTask):
     # -- training and validation -------------------------------------------------
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         """A ``round`` sample trains every task's batch in turn; their gradients add up
-        before the one optimizer step (normalized by all their target tokens)."""
-        if "rounds" not in sample:
-            return super().train_step(sample, model, criterion, optimizer, update_num,
-                                      ignore_grad)
+        before the one optimizer step (normalized by all their target tokens).
+
+        Parameters the step did not use (another task's adapter) get a zero gradient, as
+        data-parallel training gives them (legacy_ddp all-reduces every parameter): the
+        optimizer then treats them alike whatever the number of processes (Adam skips a
+        missing gradient but still moves a parameter with momentum on a zero one)."""
+        parts = sample["rounds"] if "rounds" in sample else [sample]
         total_loss, total_size, logs = 0.0, 0, {}
-        for part in sample["rounds"]:
+        for part in parts:
             loss, size, log = super().train_step(part, model, criterion, optimizer,
                                                  update_num, ignore_grad)
             total_loss, total_size = total_loss + loss.detach(), total_size + size
             for key, value in log.items():
                 logs[key] = logs.get(key, 0) + value
+        for parameter in model.parameters():
+            if parameter.requires_grad and parameter.grad is None:
+                parameter.grad = torch.zeros_like(parameter)
         return total_loss, total_size, logs
 
     def valid_step(self, sample, model, criterion):

@@ -26,8 +26,7 @@ from ..data.task_schedule import BatchBudget, TaskSchedule
 from ..data.vocabulary import Vocabulary
 from ..plan import TaskPlan
 from ..scoring.validation_metrics import METRIC_STATS, log_metrics, metric_value, stat_key
-from .instruction_task import (InstructionCommonConfig, InstructionConfig, InstructionTask,
-                               build_vocabulary)
+from .instruction_task import InstructionCommonConfig, InstructionConfig, InstructionTask
 from .task_specs import TaskConfigError, TaskSpec, parse_task_specs
 
 logger = logging.getLogger(__name__)
@@ -93,17 +92,10 @@ class MultitaskTask(InstructionTask):
         return self.members[self.task_names.index(name)]
 
     # -- vocabulary and labels -------------------------------------------------
-    def prepare(self) -> None:
-        if self.vocab is not None:
-            return
-        resume = self._checkpoint_to_resume()
-        if resume is not None:
-            logger.info(f"taking the vocabulary and labels from {resume}")
-            self.load_state_dict(torch.load(resume, map_location="cpu")["task_state"])
-            return
+    def training_texts(self) -> List[str]:
+        """Every task's training texts (one vocabulary for all); each task's labels set."""
         self._check_data()
-        texts = [text for member in self.members for text in member.training_texts()]
-        self.use_vocabulary(build_vocabulary(self.cfg, texts, self.dictionary))
+        return [text for member in self.members for text in member.training_texts()]
 
     def use_vocabulary(self, vocab) -> None:
         super().use_vocabulary(vocab)

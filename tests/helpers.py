@@ -5,6 +5,7 @@ import random
 from typing import Dict, Iterable, List
 
 from ofasys_fairseq.tasks.instruction_task import InstructionConfig, InstructionTask
+from ofasys_fairseq.tasks.multitask_task import MultitaskConfig, MultitaskTask
 
 WORDS = ["the", "cat", "dog", "sat", "ran", "on", "a", "mat", "rug", "red", "big", "small",
          "quick", "brown", "fox", "jumps", "over", "lazy", "bird", "sings"]
@@ -32,3 +33,13 @@ def instruction_task(data_dir, instruction: str, **overrides) -> InstructionTask
                   restore_file="checkpoint_last.pt")
     fields.update(overrides)
     return InstructionTask.setup_task(InstructionConfig(**fields))
+
+
+def multitask_task(tasks, root, **overrides) -> MultitaskTask:
+    """A real ``MultitaskTask`` as ``fairseq-train`` would set it up (``tasks``: name ->
+    spec), with the interpolated fields given explicitly."""
+    fields = dict(tasks=tasks, vocab_size=100, num_bins=8, seed=1, train_subset="train",
+                  save_dir=os.path.join(str(root), "no-checkpoints"),
+                  restore_file="checkpoint_last.pt")
+    fields.update(overrides)
+    return MultitaskTask.setup_task(MultitaskConfig(**fields))

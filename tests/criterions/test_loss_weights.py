@@ -11,8 +11,7 @@ from fairseq import metrics
 from ofasys_fairseq.criterions.instruction_ce import InstructionCrossEntropyCriterion
 from ofasys_fairseq.data.multitask_dataset import MultitaskDataset
 from ofasys_fairseq.models.ofasys_model import OFASysConfig, OFASysModel
-from ofasys_fairseq.tasks.multitask_task import MultitaskConfig, MultitaskTask
-from tests.helpers import sentences, write_jsonl
+from tests.helpers import multitask_task, sentences, write_jsonl
 
 NAMES = ["nli", "translation", "copy"]  # closed-set, open, and a task absent from batches
 NLI, TRANSLATION, COPY = range(3)
@@ -36,11 +35,7 @@ def task(tmp_path_factory):
                     "copy": "copy [TEXT:src] -> [TEXT:tgt]"}
     specs = {name: {"instruction": instructions[name], "data": dirs[name],
                     "loss_weight": weight} for name, weight in zip(NAMES, LOSS_WEIGHTS)}
-    cfg = MultitaskConfig(tasks=specs, vocab_size=100, num_bins=8, seed=1,
-                          save_dir=str(root / "no-checkpoints"),
-                          restore_file="checkpoint_last.pt", train_subset="train",
-                          batch_mode="mixed")
-    task = MultitaskTask.setup_task(cfg)
+    task = multitask_task(specs, root, batch_mode="mixed")
     task.load_dataset("train")
     return task
 

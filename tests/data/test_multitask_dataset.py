@@ -7,7 +7,7 @@ import torch
 
 from ofasys_fairseq.data.multitask_dataset import BATCH_MODES, MultitaskDataset
 from ofasys_fairseq.models.ofasys_model import OFASysConfig, OFASysModel
-from ofasys_fairseq.tasks.multitask_task import MultitaskConfig, MultitaskTask
+from tests.helpers import multitask_task
 
 NAMES = ["nli", "grounding", "vqa"]  # text-only + closed set; image + box; image + closed set
 LOSS_WEIGHTS = {"nli": 2.0, "grounding": 0.5, "vqa": 1.0}
@@ -25,11 +25,8 @@ def task(tmp_path_factory):
                     "vqa": demo_data.SHAPES_VQA_INSTRUCTION}
     specs = {name: {"instruction": instructions[name], "data": nli if name == "nli" else shapes,
                     "loss_weight": LOSS_WEIGHTS[name]} for name in NAMES}
-    cfg = MultitaskConfig(tasks=specs, vocab_size=100, num_bins=16, seed=1,
-                          save_dir=f"{root}/no-checkpoints", restore_file="checkpoint_last.pt",
-                          train_subset="train", image_size=64, image_adaptor="vit",
+    task = multitask_task(specs, root, num_bins=16, image_size=64, image_adaptor="vit",
                           vit_patch_size=8, batch_mode="mixed")
-    task = MultitaskTask.setup_task(cfg)
     task.load_dataset("train")
     return task
 

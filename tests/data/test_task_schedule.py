@@ -10,8 +10,8 @@ from scipy import stats
 
 from ofasys_fairseq.data.task_sampler import draw_task
 from ofasys_fairseq.data.task_schedule import BatchBudget, TaskSchedule
-from ofasys_fairseq.tasks.multitask_task import MultitaskConfig, MultitaskTask
-from tests.helpers import instruction_task, sentences, write_jsonl
+from ofasys_fairseq.tasks.multitask_task import MultitaskTask
+from tests.helpers import instruction_task, multitask_task, sentences, write_jsonl
 
 SIZES = {"small": 40, "medium": 80, "large": 160}
 VALID_SIZES = {"small": 7, "medium": 12, "large": 9}
@@ -37,11 +37,7 @@ def build_task(root, spec_overrides=None, **cfg_overrides) -> MultitaskTask:
     specs = {name: {"instruction": f"{name} task: [TEXT:src] -> [TEXT:tgt]",
                     "data": str(root / name), "weight": WEIGHTS[name],
                     **(spec_overrides or {}).get(name, {})} for name in SIZES}
-    fields = dict(tasks=specs, vocab_size=100, num_bins=8, seed=SEED,
-                  save_dir=str(root / "no-checkpoints"), restore_file="checkpoint_last.pt",
-                  train_subset="train")
-    fields.update(cfg_overrides)
-    task = MultitaskTask.setup_task(MultitaskConfig(**fields))
+    task = multitask_task(specs, root, **{"seed": SEED, **cfg_overrides})
     task.load_dataset("train")
     task.load_dataset("valid")
     return task

@@ -25,8 +25,9 @@ import ofasys_fairseq
 from demo_data import (NLI_INSTRUCTION, SHAPES_GROUNDING_INSTRUCTION, write_digits, write_shapes,
                        write_task)
 from ofasys_fairseq.tasks.instruction_task import InstructionConfig, InstructionTask
-from ofasys_fairseq.tasks.multitask_task import MultitaskConfig, MultitaskTask
+from ofasys_fairseq.tasks.multitask_task import MultitaskTask
 from ofasys_fairseq.tasks.task_specs import TaskConfigError, parse_task_specs
+from tests.helpers import multitask_task
 
 USER_DIR = os.path.dirname(os.path.abspath(ofasys_fairseq.__file__))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -406,13 +407,8 @@ def test_hydra_train_runs_the_demo_config_on_every_task(repo_root, tmp_path):
 # --- 4. bad configurations fail before training ----------------------------------------------
 
 def multitask(tasks, tmp_path, **overrides) -> MultitaskTask:
-    """``MultitaskTask.setup_task`` as fairseq-train calls it, with the interpolated
-    fields given explicitly."""
-    fields = dict(tasks=tasks, vocab_size=100, num_bins=8, seed=1, train_subset="train",
-                  image_size=64, image_adaptor="vit", vit_patch_size=8,
-                  save_dir=str(tmp_path / "no-checkpoints"), restore_file="checkpoint_last.pt")
-    fields.update(overrides)
-    return MultitaskTask.setup_task(MultitaskConfig(**fields))
+    return multitask_task(tasks, tmp_path, image_size=64, image_adaptor="vit",
+                          vit_patch_size=8, **overrides)
 
 
 def good_tasks(data) -> dict:

@@ -242,11 +242,15 @@ class InstructionTask(FairseqTask):
         instruction's IMAGE slots use."""
         if "adaptors" in self.image_settings:
             return list(self.image_settings["adaptors"])
-        default = self.image_settings["image_adaptor"]
-        adaptors = list(dict.fromkeys(s.get("adaptor") or default for t in self.plan.templates
-                                      for s in t.image_slots)) if self.plan else []
+        adaptors = self.planned_adaptors()
         self.image_geometry.check(adaptors)
         return adaptors
+
+    def planned_adaptors(self) -> List[str]:
+        """The image adaptors the instruction's IMAGE slots use."""
+        default = self.image_settings["image_adaptor"]
+        return list(dict.fromkeys(s.get("adaptor") or default for t in self.plan.templates
+                                  for s in t.image_slots)) if self.plan else []
 
     def closed_set(self, column: str) -> ClosedSet:
         if column not in self._closed_sets:

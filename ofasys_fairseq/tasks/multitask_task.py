@@ -114,12 +114,8 @@ class MultitaskTask(InstructionTask):
         if problems:
             raise TaskConfigError("\n".join(problems))
 
-    def image_adaptors(self) -> List[str]:
-        if "adaptors" in self.image_settings:
-            return list(self.image_settings["adaptors"])
-        adaptors = list(dict.fromkeys(a for m in self.members for a in m.image_adaptors()))
-        self.image_geometry.check(adaptors)
-        return adaptors
+    def planned_adaptors(self) -> List[str]:
+        return list(dict.fromkeys(a for m in self.members for a in m.planned_adaptors()))
 
     def state_dict(self) -> Dict[str, object]:
         if self.vocab is None:

@@ -43,8 +43,10 @@ import ofasys_fairseq  # noqa: F401  (registers the task, model and criterion wi
 from benchmarks.criterion import cpu_seconds, demo_data, other_processes_cores
 from fairseq import optim, options, tasks, utils
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
-from ofasys_fairseq.data.image import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocessor, decode_image
-from ofasys_fairseq.models.adapters.image import ImageAdapter
+from ofasys_fairseq.modalities.image.adapter import ImageAdapter
+from ofasys_fairseq.modalities.image.decode import decode_image
+from ofasys_fairseq.modalities.image.preprocess import (IMAGENET_MEAN, IMAGENET_STD,
+                                                        ImagePreprocessor)
 
 NOISE_TILE = 509  # side of the sensor-noise tile (prime: no visible period at 2048 px)
 

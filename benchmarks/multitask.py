@@ -7,8 +7,8 @@ the same run:
    of its per-task samples), real positions / padded positions, on both sides:
 
    * encoder: real = non-pad text tokens + the image patches of the rows that have
-     images; padded = rows x (widest text + image part), the image part being
-     ``(max slot + 1) x patches`` per image adapter, as ``UniversalEncoder`` pads it;
+     images; padded = rows x (widest text + image part), the image part being, per
+     feature slot index, the widest image there, as ``UniversalEncoder`` pads it;
    * decoder: real = decoder positions (eos + forced prefix + target: ``no_loss``
      prefixes are computed too, so they count as real); padded = rows x widest.
 
@@ -57,7 +57,6 @@ from benchmarks.criterion import cpu_seconds, demo_data, other_processes_cores
 from fairseq import options, tasks
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from fairseq.trainer import Trainer
-from ofasys_fairseq.models.adapters.image import adapter_key
 
 MODES = ("homogeneous", "mixed", "round")
 BASELINE_MODE = "homogeneous"
@@ -169,7 +168,7 @@ class Run:
     mode: str
     trainer: Trainer
     task: object
-    patches: Dict[str, int]  # image adapter key -> patches per image
+    patches: Dict[str, int]  # feature adapter key -> positions per slot (patches per image)
 
 
 def build_run(settings: Settings, base_cfg, name: str, task_names: Sequence[str], mode: str,
@@ -185,8 +184,8 @@ def build_run(settings: Settings, base_cfg, name: str, task_names: Sequence[str]
     torch.manual_seed(settings.seed)
     model = task.build_model(cfg.model)
     trainer = Trainer(cfg, task, model, task.build_criterion(cfg.criterion))
-    geometry = task.image_geometry
-    patches = {adapter_key(a): geometry.num_patches(a) for a in task.image_adaptors()}
+    encoder = model.encoder
+    patches = {key: encoder.adapters[key].grid ** 2 for key in encoder.modality_of}
     return Run(name, mode, trainer, task, patches)
 
 
@@ -207,9 +206,13 @@ def padding_counts(sample: dict, pad: int, patches: Dict[str, int]) -> Dict[str,
     rows = src.size(0)
     encoder_real = int(src.ne(pad).sum())
     encoder_width = src.size(1)
-    for key, slots in (net_input.get("image_slots") or {}).items():
-        encoder_real += slots.size(0) * patches[key]  # every image is all real patches
-        encoder_width += (int(slots[:, 1].max()) + 1) * patches[key]
+    widths: Dict[int, int] = {}  # feature slot k -> its block's width
+    for group in net_input.get("features", ()):
+        slots, positions = group["slots"], patches[group["adapter"]]
+        encoder_real += slots.size(0) * positions  # every image is all real patches
+        for k in slots[:, 1].unique().tolist():
+            widths[k] = max(widths.get(k, 0), positions)
+    encoder_width += sum(widths.values())
     decoder = net_input["prev_output_tokens"]
     return {"encoder_real": encoder_real, "encoder_padded": rows * encoder_width,
             "decoder_real": int(decoder.ne(pad).sum()), "decoder_padded": decoder.numel(),

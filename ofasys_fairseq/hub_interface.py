@@ -7,7 +7,7 @@ from fairseq import checkpoint_utils, utils
 
 from .checkpoint_safety import check_checkpoint_is_safe
 from .data.table import InMemoryTable
-from .data.text import normalize_text
+from .modalities import get_modality
 from .plan import TaskPlan
 
 
@@ -70,16 +70,18 @@ class OFASys:
             task: for a multitask model, the task whose instruction (the default) and
                 labels to use.
         Returns:
-            One dict per row, keyed by the target column: a ``str`` for TEXT, four floats
-            (pixels of the original image) for BOX. Relative image paths are read from
-            the current directory.
+            One dict per row, keyed by the target column, holding the target's modality's
+            output: a ``str`` for TEXT (a label for closed sets), ``[x0, y0, x1, y1]``
+            pixels of the original image for BOX (None if the model produced no box).
+            Relative file paths in cells are read from the current directory.
         """
         trained = self._trained_task(task)
         plan = trained.plan if instruction is None else TaskPlan.parse(instruction)
         table = InMemoryTable(data)
         plan = plan.bind_columns(table.columns)
+        target = get_modality(plan.target.modality)
         for column, values in (labels or {}).items():
-            trained.add_labels(column, [normalize_text(v, plan.target) for v in values])
+            trained.add_labels(column, [target.label_text(v, plan.target) for v in values])
         dataset = trained.dataset_for(table, plan, with_target=False)
         results: List[Dict[str, object]] = [{} for _ in range(len(dataset))]
         for start in range(0, len(dataset), batch_size):
@@ -94,12 +96,6 @@ class OFASys:
                                                  max_len_b=max_len + longest_prefix))
             hypos = self.task.inference_step(generator, [self.model], batch)
             for row, (sample_id, nbest) in enumerate(zip(batch["id"].tolist(), hypos)):
-                results[sample_id] = {plan.target.column: self._output(batch, row, nbest[0])}
+                results[sample_id] = {plan.target.column: trained.output(batch, row,
+                                                                         nbest[0]["tokens"])}
         return results
-
-    def _output(self, batch, row: int, hypo) -> object:
-        """TEXT: the text (a label for closed sets); BOX: ``[x0, y0, x1, y1]`` in pixels
-        of the original image (None if the model did not produce a box)."""
-        if batch["target_modality"] == "BOX":
-            return self.task.decode_box(hypo["tokens"], batch["image_sizes"][row].tolist())
-        return self.task.decode_text(hypo["tokens"], batch["closed_set"])

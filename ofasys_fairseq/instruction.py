@@ -10,8 +10,8 @@ Grammar (informal)::
     slot        := '[' TYPE [':' column] (',' attribute)* ']'
     attribute   := flag | name '=' value
 
-* TYPE is a key of ``MODALITIES`` (upper-case).  Each type declares the
-  attributes it accepts (``AttrSpec``): flags are bare words (``no_loss``),
+* TYPE is a registered modality (upper-case; ``MODALITIES`` holds their grammar).
+  Each type declares the attributes it accepts (``AttrSpec``): flags are bare words (``no_loss``),
   the others need ``name=value`` and are converted to int, float or str and
   range-checked.  Whitespace around types, columns, names and values is dropped.
 * Literal text is kept as written, except that the whitespace next to ``->``,
@@ -49,6 +49,7 @@ class AttrSpec:
     max: float | None = None
     min_exclusive: bool = False
     choices: tuple[str, ...] | None = None
+    sides: tuple[str, ...] = ("encoder", "decoder")  # where it applies (checked by the plan)
 
     @property
     def placeholder(self) -> str:
@@ -90,44 +91,9 @@ class AttrSpec:
         return value
 
 
-_COMMON = {
-    "preprocess": AttrSpec("str", "name of the preprocessor that turns the column into model input"),
-    "adaptor": AttrSpec("str", "name of the adaptor that embeds this slot for the model"),
-}
-_NO_LOSS = AttrSpec("flag", "decoder-side context: teacher-forced, no loss on its tokens")
-_CLOSED_SET = AttrSpec("flag", "the target is one of a fixed set of candidates")
-_UNCASED = AttrSpec("flag", "lower-case the text before tokenizing")
-_MAX_LENGTH = AttrSpec("int", "keep at most this many tokens", min=1)
-
-MODALITIES: dict[str, dict[str, AttrSpec]] = {
-    "TEXT": {
-        **_COMMON,
-        "no_loss": _NO_LOSS,
-        "closed_set": _CLOSED_SET,
-        "max_length": _MAX_LENGTH,
-        "uncased": _UNCASED,
-        "no_punctuation": AttrSpec("flag", "remove punctuation before tokenizing"),
-        "mask_ratio": AttrSpec("float", "fraction of tokens replaced by <mask>", min=0, max=1),
-        "noise_ratio": AttrSpec("float", "fraction of tokens replaced by random tokens", min=0, max=1),
-    },
-    "IMAGE": {**_COMMON, "mask_ratio": AttrSpec("float", "fraction of patches masked out", min=0, max=1)},
-    "BOX": {**_COMMON, "no_loss": _NO_LOSS},
-    "AUDIO": {
-        **_COMMON,
-        "use_mask": AttrSpec("flag", "mask spans of the input features"),
-        "n_frames_per_step": AttrSpec("int", "frames predicted per decoder step", min=1),
-    },
-    "VIDEO": {**_COMMON, "num_frames": AttrSpec("int", "frames sampled from each clip", min=1)},
-    "PHONE": {**_COMMON, "no_loss": _NO_LOSS},
-    "STRUCT": {**_COMMON, "uncased": _UNCASED, "max_length": _MAX_LENGTH},
-    "MOTION": {
-        **_COMMON,
-        "min_length": AttrSpec("int", "shortest motion kept, in frames", min=1),
-        "max_length": AttrSpec("int", "longest motion kept, in frames", min=1),
-        "sample_rate": AttrSpec("float", "frames per second after resampling", min=0, min_exclusive=True),
-    },
-    "CATEGORY": {**_COMMON, "closed_set": _CLOSED_SET},
-}
+# slot type -> its attributes: filled by ``modalities.register_modality``, which every
+# modality (built-in or from a --user-dir package) goes through
+MODALITIES: dict[str, dict[str, AttrSpec]] = {}
 
 
 class InstructionError(ValueError):

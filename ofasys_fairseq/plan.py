@@ -4,26 +4,16 @@ decoder is given as a forced prefix, and the one target slot it learns.
 Decoder-side layout: literal text and ``no_loss`` slots form a prefix (teacher
 forced in training, forced through ``prefix_tokens`` at inference, never
 scored), followed by exactly one target slot that ends the instruction.
+
+What a slot type allows (sides, attribute values, rules involving other slots) comes
+from its registered modality.
 """
 import dataclasses
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from .data.image import DEFAULT_IMAGE_RECIPE, IMAGE_RECIPES
 from .instruction import Instruction, InstructionError, Slot
-from .models.adapters.image import IMAGE_ADAPTORS
-
-# Modalities whose data pipeline and adapter exist; the others parse, and the
-# plan says they are not supported yet.
-IMPLEMENTED_MODALITIES = ("TEXT", "IMAGE", "BOX")
-ENCODER_ONLY_MODALITIES = ("IMAGE",)  # no image generation
-ENCODER_ONLY_ATTRS = ("mask_ratio",)
-DECODER_ONLY_ATTRS = ("no_loss", "closed_set")
-# the values ``preprocess=`` and ``adaptor=`` accept, per modality (first: default)
-SLOT_CHOICES = {
-    "TEXT": {"preprocess": ("text",), "adaptor": ("text",)},
-    "BOX": {"preprocess": ("box",), "adaptor": ("text",)},  # location tokens in the text
-    "IMAGE": {"preprocess": tuple(IMAGE_RECIPES), "adaptor": IMAGE_ADAPTORS},
-}
+from .modalities import get_modality, registered_modalities
+from .modalities.base import DECODER, FEATURES, MAX_FEATURE_SLOTS, TOKENS
 
 Part = Union[str, Slot]
 
@@ -41,9 +31,11 @@ class TemplatePlan:
         return [p for p in self.encoder + self.prefix + (self.target,) if isinstance(p, Slot)]
 
     @property
-    def image_slots(self) -> List[Slot]:
-        """IMAGE slots in order; the first is the image that BOX slots point into."""
-        return [s for s in self.slots if s.modality == "IMAGE"]
+    def feature_slots(self) -> List[Slot]:
+        """The encoder slots an adapter embeds (images, ...), in order: the k-th gets
+        slot embedding k."""
+        return [p for p in self.encoder
+                if isinstance(p, Slot) and get_modality(p.modality).input_kind == FEATURES]
 
 
 class TaskPlan:
@@ -104,20 +96,7 @@ class TaskPlan:
 
 def _plan_template(instruction: Instruction, template) -> TemplatePlan:
     for slot in template.slots:
-        if slot.modality not in IMPLEMENTED_MODALITIES:
-            _fail(instruction, slot.position,
-                  f"{slot.modality} slots are not supported yet "
-                  f"(supported: {', '.join(IMPLEMENTED_MODALITIES)})")
-        if slot.side == "decoder" and slot.modality in ENCODER_ONLY_MODALITIES:
-            _fail(instruction, slot.position,
-                  f"{slot.modality} slots are inputs only: put them before '->'")
-        _check_choices(instruction, slot)
-        wrong_side = DECODER_ONLY_ATTRS if slot.side == "encoder" else ENCODER_ONLY_ATTRS
-        for attr in wrong_side:
-            if attr in slot.attrs:
-                _fail(instruction, slot.attr_positions.get(attr, slot.position),
-                      f"'{attr}' does not apply to {slot.side} slots")
-
+        _check_slot(instruction, slot)
     targets = [(i, p) for i, p in enumerate(template.decoder)
                if isinstance(p, Slot) and not p.has("no_loss")]
     if not targets:
@@ -132,50 +111,64 @@ def _plan_template(instruction: Instruction, template) -> TemplatePlan:
         _fail(instruction, target.position,
               f"the target slot {target} must end the instruction: the decoder text after "
               "it could not be forced at inference")
+    if get_modality(target.modality).output_kind is None:
+        _fail(instruction, target.position, f"{target.modality} slots cannot be a target")
     for part in template.decoder[:index]:
-        if isinstance(part, Slot) and part.has("closed_set"):
+        if not isinstance(part, Slot):
+            continue
+        if part.has("closed_set"):
             _fail(instruction, part.attr_positions.get("closed_set", part.position),
                   "'closed_set' applies to the target slot, not to no_loss slots")
+        if get_modality(part.modality).input_kind != TOKENS:
+            _fail(instruction, part.position,
+                  f"{part} cannot be forced decoder context: only token slots can be no_loss")
     plan = TemplatePlan(tuple(template.encoder), tuple(template.decoder[:index]), target)
-    _check_boxes(instruction, plan)
+    if len(plan.feature_slots) > MAX_FEATURE_SLOTS:
+        _fail(instruction, plan.feature_slots[MAX_FEATURE_SLOTS].position,
+              f"at most {MAX_FEATURE_SLOTS} feature slots (images, ...) per instruction")
+    for slot in plan.slots:
+        problem = get_modality(slot.modality).check_slot(slot, plan)
+        if problem is not None:
+            _fail(instruction, *problem)
     return plan
 
 
-def _check_choices(instruction: Instruction, slot: Slot) -> None:
-    for attr, choices in SLOT_CHOICES[slot.modality].items():
+def _check_slot(instruction: Instruction, slot: Slot) -> None:
+    """What the slot's modality allows, on its own: implemented, on this side, with
+    attributes of this side and values it offers."""
+    modality = get_modality(slot.modality)
+    if not modality.implemented:
+        supported = ", ".join(m.name for m in registered_modalities() if m.implemented)
+        _fail(instruction, slot.position,
+              f"{slot.modality} slots are not supported yet (supported: {supported})")
+    if slot.side not in modality.sides:
+        where = ("inputs only: put them before '->'" if slot.side == DECODER
+                 else "outputs only: put them after '->'")
+        _fail(instruction, slot.position, f"{slot.modality} slots are {where}")
+    specs = modality.all_attributes()
+    for attr in slot.attrs:
+        if slot.side not in specs[attr].sides:
+            _fail(instruction, slot.attr_positions.get(attr, slot.position),
+                  f"'{attr}' does not apply to {slot.side} slots")
+    for attr, choices in modality.choices.items():
         if attr in slot.attrs and slot.get(attr) not in choices:
             _fail(instruction, slot.attr_positions.get(attr, slot.position),
                   f"{slot.modality} {attr}={slot.get(attr)!r} is unknown; expected one of "
                   f"{', '.join(choices)}")
 
 
-def _check_boxes(instruction: Instruction, plan: TemplatePlan) -> None:
-    boxes = [s for s in plan.slots if s.modality == "BOX"]
-    if not boxes:
-        return
-    if not plan.image_slots:
-        _fail(instruction, boxes[0].position,
-              f"{boxes[0]} needs an IMAGE slot: box coordinates are pixels of that image")
-    image = plan.image_slots[0]
-    recipe = image.get("preprocess") or DEFAULT_IMAGE_RECIPE
-    if not IMAGE_RECIPES[recipe][1]:
-        _fail(instruction, image.attr_positions.get("preprocess", image.position),
-              f"preprocess={recipe} cannot move boxes with the image (RandAugment); use "
-              f"{' or '.join(r for r, (_, moves) in IMAGE_RECIPES.items() if moves)}")
-
-
 def _check_one_target(instruction: Instruction, templates: Sequence[TemplatePlan]) -> None:
-    """Alternatives differ in wording only: the same target and the same images."""
+    """Alternatives differ in wording only: the same target and the same feature inputs."""
     first = templates[0]
     for template in templates[1:]:
         if template.target != first.target:
             _fail(instruction, template.target.position,
                   f"every alternative must have the same target slot, "
                   f"expected {first.target} like the first one")
-        if template.image_slots != first.image_slots:  # Slot equality ignores positions
-            _fail(instruction, (template.image_slots or template.slots)[0].position,
-                  f"every alternative must read the same IMAGE slots in the same order, "
-                  f"expected {', '.join(map(str, first.image_slots)) or 'none'} like the "
+        if template.feature_slots != first.feature_slots:  # Slot equality ignores positions
+            _fail(instruction, (template.feature_slots or template.slots)[0].position,
+                  f"every alternative must read the same feature slots in the same order, "
+                  f"expected {', '.join(map(str, first.feature_slots)) or 'none'} like the "
                   f"first one")
 
 

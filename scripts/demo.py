@@ -192,7 +192,7 @@ def draw_boxes(data_dir: str, row: Dict[str, object], image_column: str, predict
     """The row's image, enlarged, with its boxes in black and a predicted box in magenta."""
     from PIL import Image, ImageDraw
 
-    from ofasys_fairseq.data.box import parse_box
+    from ofasys_fairseq.modalities.box import parse_box
 
     image = Image.open(os.path.join(data_dir, row[image_column])).convert("RGB")
     image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
@@ -212,8 +212,8 @@ def is_correct(prediction, reference) -> bool:
     if isinstance(prediction, list):  # a box: right when IoU >= 0.5, as Acc@0.5
         import torch
 
-        from ofasys_fairseq.data.box import parse_box
-        from ofasys_fairseq.scoring.box_accuracy import box_accuracy
+        from ofasys_fairseq.modalities.box import parse_box
+        from ofasys_fairseq.modalities.box.accuracy import box_accuracy
 
         return box_accuracy(torch.tensor([prediction]),
                             torch.tensor([parse_box(reference)]))[0] == 1

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from ofasys_fairseq import OFASys
-from ofasys_fairseq.data.box import parse_box
+from ofasys_fairseq.modalities.box import parse_box
 from ofasys_fairseq.data.table import Table
-from ofasys_fairseq.scoring.box_accuracy import box_accuracy
+from ofasys_fairseq.modalities.box.accuracy import box_accuracy
 from tests.test_end_to_end import USER_DIR, fairseq, valid_metrics
 
 pytestmark = pytest.mark.slow

@@ -1,59 +1,28 @@
-"""A FairseqDataset that turns table rows into encoder/decoder token sequences
-following a task plan.
+"""A FairseqDataset that turns table rows into encoder/decoder inputs following a task
+plan (``example_builder.py`` asks each slot's modality what its cell means).
 
-Opening the dataset scans every row once: it checks that each column the
-instruction names is present with a usable value (errors name file, line and
-column), checks closed-set labels, and records sizes so that ``--max-tokens``
-batching, ordering and size filtering work as in any fairseq task. Items are
-then built on demand from ``table[index]`` (in DataLoader workers).
+Opening the dataset scans every row once: it checks that each column the instruction
+names is present with a usable value (errors name file, line and column), and records
+sizes so that ``--max-tokens`` batching, ordering and size filtering work as in any
+fairseq task. Items are then built on demand from ``table[index]`` (in DataLoader
+workers).
 """
 import logging
-from dataclasses import dataclass
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 from fairseq.data import FairseqDataset, data_utils
 
-from ..decoding.label_trie import LabelTrie
+from ..decoding.label_trie import ClosedSet
 from ..instruction import Slot
-from ..models.adapters.image import DEFAULT_GEOMETRY, ImageGeometry
-from ..plan import TaskPlan, TemplatePlan
+from ..plan import TaskPlan
+from .example_builder import Example, ExampleBuilder
+from .features import collate_features
 from .table import DataError, InvalidRows
-from .text import mask_spans, normalize_text, replace_random_tokens, text_value
-from .visual_inputs import NO_VISUAL_INPUTS, VisualInputs, VisualReader, augmentation_seed
 from .vocabulary import Vocabulary
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ClosedSet:
-    """The labels a closed-set target may take, and their token trie.
-
-    (A dataclass, not a NamedTuple: fairseq's ``apply_to_sample`` rebuilds tuples.)"""
-
-    labels: Tuple[str, ...]
-    trie: LabelTrie
-    label_of: Dict[Tuple[int, ...], str]  # token ids -> label text
-
-    @classmethod
-    def build(cls, labels: Sequence[str], vocab: Vocabulary) -> "ClosedSet":
-        labels = tuple(dict.fromkeys(labels))
-        sequences = [tuple(vocab.encode(label)) for label in labels]
-        return cls(labels, LabelTrie(sequences, vocab.dictionary.eos()),
-                   dict(zip(sequences, labels)))
-
-
-class Example(NamedTuple):
-    id: int
-    source: List[int]
-    prefix: List[int]  # forced decoder tokens, no loss
-    target: Optional[List[int]]  # None when rows have no target (inference)
-    target_input: Optional[List[int]]  # what the decoder reads for the target (maybe noisy)
-    reference: object  # target text, or a BOX target's pixel box; None without target
-    images: Dict[str, List[torch.Tensor]]  # adapter key -> 3 x S x S uint8 per IMAGE slot
-    original_size: Optional[Tuple[int, int]]  # (width, height) of the image boxes refer to
 
 
 class InstructionDataset(FairseqDataset):
@@ -61,56 +30,54 @@ class InstructionDataset(FairseqDataset):
         table: rows (``Table`` or ``InMemoryTable``).
         plan: the task plan with columns bound.
         vocab: the shared vocabulary.
+        settings: run settings per modality name (``Modality.settings``).
         closed_set: labels of the target if it is ``closed_set``.
-        train: sample templates and apply noise (``mask_ratio``, ``noise_ratio``).
+        train: sample templates and apply noise and augmentation.
         with_target: rows carry the target column (False for inference).
         seed: base seed; item randomness is a function of (seed, epoch, index).
         skip_invalid_rows: skip bad rows (and report the count) instead of raising.
-        geometry: image size and patch sizes (IMAGE slots count their patches in
-            the source size, which ``--max-tokens`` budgets).
-        image_adaptor: adaptor of IMAGE slots without ``adaptor=``.
-        decode_images: decode every image while scanning (a full validation pass);
-            otherwise images are first decoded when their batch is built.
+        decode_all: decode every cell in full while scanning (a validation pass: every
+            image decoded); otherwise heavy cells are first decoded when their batch is
+            built.
     """
 
     def __init__(self, table, plan: TaskPlan, vocab: Vocabulary,
+                 settings: Mapping[str, Mapping[str, Any]],
                  closed_set: Optional[ClosedSet] = None, train: bool = False,
                  with_target: bool = True, seed: int = 1, skip_invalid_rows: bool = False,
-                 geometry: ImageGeometry = DEFAULT_GEOMETRY, image_adaptor: str = "resnet",
-                 decode_images: bool = False):
+                 decode_all: bool = False):
         self.table, self.plan, self.vocab, self.closed_set = table, plan, vocab, closed_set
         self.train, self.with_target, self.seed = train, with_target, seed
         self.epoch = 1
         self.dictionary = vocab.dictionary
         if plan.target.has("closed_set") and closed_set is None:
             raise ValueError("a closed_set target needs its label set")
-        self.visual = VisualReader(geometry, image_adaptor, vocab.num_bins, table.base_dir,
-                                   table.path, train, with_target)
-        self.references: List[object] = []  # every row's reference, for corpus metrics
-        self.rows, self.src_sizes, self.tgt_sizes = self._scan(skip_invalid_rows, decode_images)
+        self.builder = ExampleBuilder(plan, vocab, settings, closed_set, table.path,
+                                      table.base_dir, train, with_target)
+        self.references: List[Any] = []  # every row's reference, for corpus metrics
+        (self.rows, self.src_sizes, self.tgt_sizes,
+         self.feature_sizes) = self._scan(skip_invalid_rows, decode_all)
 
     # -- scanning ------------------------------------------------------------
-    def _scan(self, skip_invalid_rows: bool, decode_images: bool):
+    def _scan(self, skip_invalid_rows: bool, decode_all: bool):
         """Check every row and record its sizes; all bad rows are reported at once."""
-        rows, src_sizes, tgt_sizes, errors = [], [], [], []
+        rows, src_sizes, tgt_sizes, feature_sizes, errors = [], [], [], [], []
         for index in range(len(self.table)):
             try:
                 row = self.table[index]
                 line = self.table.line_number(index)
-                # alternatives share their images (plan.py): decode them once
-                size = (self.visual.decoded_size(row, self.plan.templates[0], line)
-                        if decode_images else None)
-                sizes = [self._build(row, t, None, index, self.visual.check(row, t, line, size))
-                         for t in self.plan.templates]
+                values: Dict[Slot, Any] = {}  # alternatives share slots: read each once
+                shapes = [self.builder.shape(self.builder.read(row, t, line, decode_all, values),
+                                             t) for t in self.plan.templates]
             except DataError as error:
                 errors.append(error)
                 continue
             rows.append(index)
-            src_sizes.append(max(len(e.source) + self.visual.num_patches(t)
-                                 for e, t in zip(sizes, self.plan.templates)))
-            tgt_sizes.append(max(len(e.prefix) + len(e.target or []) + 1 for e in sizes))
+            src_sizes.append(max(s.text + sum(s.features) for s in shapes))
+            tgt_sizes.append(max(s.decoder for s in shapes))
+            feature_sizes.append(shapes[0].features)  # alternatives read the same feature slots
             if self.with_target and not self.train:
-                self.references.append(sizes[0].reference)
+                self.references.append(self.builder.reference(values, self.plan.templates[0]))
         if errors and not skip_invalid_rows:
             raise errors[0] if len(errors) == 1 else InvalidRows(errors, self.table.path)
         if errors:
@@ -119,88 +86,20 @@ class InstructionDataset(FairseqDataset):
         self.invalid_rows: List[DataError] = errors  # skipped (--skip-invalid-rows)
         if not rows:
             raise DataError("no usable rows", self.table.path)
-        return np.array(rows), np.array(src_sizes), np.array(tgt_sizes)
-
-    # -- building one example -----------------------------------------------
-    def _build(self, row: Dict[str, object], template: TemplatePlan,
-               rng: Optional[np.random.Generator], index: int = -1,
-               visual: VisualInputs = NO_VISUAL_INPUTS) -> Example:
-        line = self.table.line_number(index) if index >= 0 else None
-        source = [tok for part in template.encoder
-                  for tok in self._part_tokens(part, row, rng, line, visual)]
-        prefix = [tok for part in template.prefix
-                  for tok in self._part_tokens(part, row, None, line, visual)]
-        bos, eos = self.dictionary.bos(), self.dictionary.eos()
-        example = Example(index, [bos] + source + [eos], prefix, None, None, None,
-                          visual.images, visual.original_size)
-        if not self.with_target:
-            return example
-        target_slot = template.target
-        if target_slot.modality == "BOX":
-            target = self._box_tokens(visual, target_slot)
-            return example._replace(target=target, target_input=target,
-                                    reference=visual.boxes[target_slot])
-        return self._with_text_target(example, row, target_slot, rng, line)
-
-    def _with_text_target(self, example: Example, row, target_slot: Slot, rng, line) -> Example:
-        text = normalize_text(self._value(row, target_slot, line), target_slot)
-        target = self._truncate(self.vocab.encode(text), target_slot)
-        reference = self.vocab.decode(target)
-        target_input = target
-        if rng is not None and target_slot.get("noise_ratio"):
-            # the decoder reads a noisy copy of its target; the loss sees the clean one
-            target_input = replace_random_tokens(target, target_slot.get("noise_ratio"),
-                                                 self.vocab.subword_ids, rng)
-        if self.closed_set is not None:
-            if tuple(target) not in self.closed_set.label_of:
-                raise DataError(f"'{text}' is not one of the {len(self.closed_set.labels)} "
-                                f"closed-set labels of this task", self.table.path, line,
-                                target_slot.column)
-            reference = self.closed_set.label_of[tuple(target)]
-        return example._replace(target=target, target_input=target_input, reference=reference)
-
-    def _part_tokens(self, part, row, rng, line, visual: VisualInputs) -> List[int]:
-        if isinstance(part, str):
-            return self.vocab.encode(normalize_text(part))
-        if part.modality == "BOX":
-            return self._box_tokens(visual, part)
-        if part.modality == "IMAGE":
-            return []  # patches come from the image adapter, ahead of the text
-        tokens = self._truncate(self.vocab.encode(normalize_text(self._value(row, part, line),
-                                                                 part)), part)
-        if rng is not None:
-            if part.get("mask_ratio"):
-                tokens = mask_spans(tokens, part.get("mask_ratio"), self.vocab.mask_index, rng)
-            if part.get("noise_ratio"):
-                tokens = replace_random_tokens(tokens, part.get("noise_ratio"),
-                                               self.vocab.subword_ids, rng)
-        return tokens
-
-    def _box_tokens(self, visual: VisualInputs, slot: Slot) -> List[int]:
-        return [self.vocab.bin_index(k) for k in visual.box_bins[slot]]
-
-    def _value(self, row: Dict[str, object], slot: Slot, line: Optional[int]) -> str:
-        return text_value(row, slot, self.table.path, line)
-
-    @staticmethod
-    def _truncate(tokens: List[int], slot: Slot) -> List[int]:
-        limit = slot.get("max_length")
-        return tokens[:limit] if limit else tokens
+        width = len(self.plan.templates[0].feature_slots)
+        return (np.array(rows), np.array(src_sizes), np.array(tgt_sizes),
+                np.array(feature_sizes, dtype=np.int64).reshape(len(rows), width))
 
     # -- FairseqDataset contract ---------------------------------------------
     def __getitem__(self, index: int) -> Example:
         row_index = int(self.rows[index])
-        row = self.table[row_index]
-        line = self.table.line_number(row_index)
+        row, line = self.table[row_index], self.table.line_number(row_index)
         if not self.train:
-            template = self.plan.templates[0]
-            visual = self.visual.read(row, template, line)
-            return self._build(row, template, None, row_index, visual)._replace(id=index)
+            return self.builder.build(row, self.plan.templates[0], line, index=index)
         rng = np.random.default_rng([self.seed, self.epoch, index])
         template = self.plan.templates[int(rng.integers(len(self.plan.templates)))]
-        visual = self.visual.read(row, template, line,
-                                  augmentation_seed(self.seed, self.epoch, index))
-        return self._build(row, template, rng, row_index, visual)._replace(id=index)
+        return self.builder.build(row, template, line, rng,
+                                  augmentation_seed(self.seed, self.epoch, index), index)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -269,12 +168,13 @@ class InstructionDataset(FairseqDataset):
             },
             "decoder_prefix": self._collate_prefixes(examples),
             "closed_set": self.closed_set,
-            "target_modality": self.plan.target.modality,
+            "target_slot": self.plan.target,
+            "output_context": [e.output_context for e in examples],
             "data_path": self.table.path,  # names the subset for corpus-level metrics
         }
-        if examples[0].images:  # every example has the same IMAGE slots (see plan.py)
-            batch["net_input"].update(collate_images([e.images for e in examples]))
-            batch["image_sizes"] = torch.tensor([e.original_size for e in examples])
+        features = collate_features([e.features for e in examples])
+        if features:
+            batch["net_input"]["features"] = features
         if targets:
             batch["target"] = data_utils.collate_tokens(targets, pad)
             batch["ntokens"] = int(batch["target"].ne(pad).sum())
@@ -309,14 +209,6 @@ class InstructionDataset(FairseqDataset):
         return {"positions": torch.tensor(positions), "allowed": allowed_ids}
 
 
-def collate_images(rows: Sequence[Dict[str, List[torch.Tensor]]]) -> Dict[str, object]:
-    """``net_input`` entries for the rows' images, per adapter key: ``images`` stacks all
-    of them (``N x 3 x S x S``) and ``image_slots`` says where each goes (``N x 2``: row,
-    slot). Rows without images of a key have none there: no placeholder pixels."""
-    images, slots = {}, {}
-    for key in dict.fromkeys(key for row in rows for key in row):
-        placed = [(r, k, pixels) for r, row in enumerate(rows)
-                  for k, pixels in enumerate(row.get(key, ()))]
-        images[key] = torch.stack([pixels for _, _, pixels in placed])
-        slots[key] = torch.tensor([(r, k) for r, k, _ in placed])
-    return {"images": images, "image_slots": slots}
+def augmentation_seed(*entropy: int) -> int:
+    """A torch seed for an item's augmentations, a pure function of ``entropy``."""
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])

@@ -18,7 +18,9 @@ import torch
 import torch.nn.functional as F
 from fairseq.data import FairseqDataset
 
-from .instruction_dataset import Example, InstructionDataset, collate_images
+from .features import collate_features
+from .example_builder import Example
+from .instruction_dataset import InstructionDataset
 
 BATCH_MODES = ("homogeneous", "mixed", "round")
 
@@ -90,8 +92,8 @@ class MultitaskDataset(FairseqDataset):
 
     def _mixed_sample(self, by_task: Dict[int, List[Example]]) -> Dict[str, object]:
         """One training sample over rows of several tasks: token tensors padded to the
-        widest task, closed-set positions moved to the merged target, images placed by
-        row (rows of text-only tasks get none)."""
+        widest task, closed-set positions moved to the merged target, feature inputs
+        placed by row (rows of text-only tasks get none)."""
         parts = [self._task_sample(t, rows) for t, rows in by_task.items()]
         pad = self.datasets[0].dictionary.pad()
         target = _cat_padded([p["target"] for p in parts], pad)
@@ -109,9 +111,9 @@ class MultitaskDataset(FairseqDataset):
             "task_ids": torch.cat([p["task_ids"] for p in parts]),
             "loss_weights": torch.cat([p["loss_weights"] for p in parts]),
         }
-        images = [e.images for rows in by_task.values() for e in rows]
-        if any(images):
-            sample["net_input"].update(collate_images(images))
+        features = collate_features([e.features for rows in by_task.values() for e in rows])
+        if features:
+            sample["net_input"]["features"] = features
         steps = _merged_closed_set_steps(parts, target.size(1))
         if steps is not None:
             sample["closed_set_steps"] = steps

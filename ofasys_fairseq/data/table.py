@@ -8,9 +8,10 @@ File handles are opened lazily so a table can be pickled into DataLoader workers
 import csv
 import json
 import os
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, TypeVar
 
 TABLE_EXTENSIONS = (".jsonl", ".tsv", ".csv")
+T = TypeVar("T")
 
 
 class DataError(ValueError):
@@ -35,6 +36,17 @@ def required_cell(row: Dict[str, object], slot, path: str, line: Optional[int]) 
                         f"{', '.join(map(str, row.keys())) or 'no columns'}", path, line,
                         slot.column)
     return row[slot.column]
+
+
+def located(read: Callable[[], T], path: str, line: Optional[int], column: Optional[str]) -> T:
+    """``read()``, a ValueError from it becoming a DataError at ``path``, ``line``,
+    ``column`` (a DataError passes unchanged)."""
+    try:
+        return read()
+    except ValueError as error:
+        if isinstance(error, DataError):
+            raise
+        raise DataError(str(error), path, line, column) from None
 
 
 class InvalidRows(DataError):

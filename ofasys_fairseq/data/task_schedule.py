@@ -58,9 +58,6 @@ class TaskSchedule:
         self.required_batch_size_multiple = required_batch_size_multiple
         self.kept = [self._kept_mask(d, max_positions, ignore_invalid_inputs)
                      for d in self.datasets]
-        # per task, its images' encoder positions by adapter (alternatives share images)
-        self.image_positions = [d.visual.patches_by_adapter(d.plan.templates[0])
-                                for d in self.datasets]
         self.batches_per_pass = [len(self._task_batches(t, epoch=1, cycle=0))
                                  for t in range(len(self.datasets))]
 
@@ -171,36 +168,36 @@ class TaskSchedule:
         return batches + [np.zeros(0, dtype=np.int64)] * (whole - len(batches))
 
     def _example_shape(self, task: int, index: int):
-        """(text tokens, image positions per adapter, decoder tokens) of one example."""
+        """(text tokens, positions of each feature slot, decoder tokens) of one example."""
         dataset = self.datasets[task]
-        images = self.image_positions[task]
-        return (int(dataset.src_sizes[index]) - sum(images.values()), images,
+        features = dataset.feature_sizes[index]
+        return (int(dataset.src_sizes[index] - features.sum()), features.tolist(),
                 int(dataset.tgt_sizes[index]))
 
 
 class MixedBatch:
-    """A mixed batch being filled: its padded size is rows x the widest text plus the widest
-    image part of each adapter (the encoder pads them separately), or rows x the widest
-    target if larger."""
+    """A mixed batch being filled: its padded size is rows x the widest text plus, for each
+    feature slot index, the widest of the rows' slots there (the encoder places feature
+    slot k of every row in one block), or rows x the widest target if larger."""
 
     def __init__(self, max_tokens: Optional[int], max_sentences: Optional[int]):
         self.max_tokens = max_tokens or math.inf
         self.max_sentences = max_sentences or math.inf
         self.indices: List[int] = []
-        self.text, self.images, self.target = 0, {}, 0
+        self.text, self.features, self.target = 0, [], 0
 
-    def _padded(self, text: int, images, target: int) -> int:
-        widths = {k: max(v, self.images.get(k, 0)) for k, v in images.items()}
-        widths.update({k: v for k, v in self.images.items() if k not in widths})
-        encoder = max(self.text, text) + sum(widths.values())
+    def _padded(self, text: int, features: List[int], target: int) -> int:
+        widths = [max(a, b) for a, b in itertools.zip_longest(self.features, features,
+                                                               fillvalue=0)]
+        encoder = max(self.text, text) + sum(widths)
         return (len(self.indices) + 1) * max(encoder, max(self.target, target))
 
-    def fits(self, text: int, images, target: int) -> bool:
+    def fits(self, text: int, features: List[int], target: int) -> bool:
         return not self.indices or (len(self.indices) + 1 <= self.max_sentences
-                                    and self._padded(text, images, target) <= self.max_tokens)
+                                    and self._padded(text, features, target) <= self.max_tokens)
 
-    def add(self, index: int, text: int, images, target: int) -> None:
+    def add(self, index: int, text: int, features: List[int], target: int) -> None:
         self.indices.append(index)
         self.text, self.target = max(self.text, text), max(self.target, target)
-        for key, width in images.items():
-            self.images[key] = max(self.images.get(key, 0), width)
+        self.features = [max(a, b) for a, b in itertools.zip_longest(self.features, features,
+                                                                     fillvalue=0)]

@@ -1,8 +1,9 @@
-"""One shared vocabulary: sentencepiece subwords, specials and location tokens.
+"""One shared vocabulary: sentencepiece subwords, specials and the modalities' symbols.
 
-Dictionary layout (fixed so that later modalities never move an index):
-``<s> <pad> </s> <unk>`` (fairseq's specials), the sentencepiece pieces,
-``<mask>`` (span masking), then ``<bin_0>`` .. ``<bin_{N-1}>`` (box coordinates).
+Dictionary layout: ``<s> <pad> </s> <unk>`` (fairseq's specials), the sentencepiece
+pieces, ``<mask>`` (span masking), then the symbols modalities reserve in every
+dictionary (``Modality.reserved_symbols``, in registration order: BOX's ``<bin_k>``
+location tokens, ...). A checkpoint stores the symbols, so its ids never move.
 
 The sentencepiece model is trained locally from the training data or supplied
 by the user; its serialized bytes travel in the checkpoint (see
@@ -12,7 +13,7 @@ import hashlib
 import io
 import logging
 import os
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 import sentencepiece as spm
@@ -23,8 +24,9 @@ logger = logging.getLogger(__name__)
 MASK_SYMBOL = "<mask>"
 
 
-def bin_symbol(k: int) -> str:
-    return f"<bin_{k}>"
+def normalize_whitespace(text: str) -> str:
+    """Runs of whitespace as one space, none at the ends (how instruction text is read)."""
+    return " ".join(text.split())
 
 
 class Vocabulary:
@@ -32,15 +34,16 @@ class Vocabulary:
 
     Args:
         sentencepiece_model: serialized sentencepiece ``ModelProto`` bytes.
-        num_bins: number of ``<bin_k>`` location tokens appended after the pieces.
+        reserved_symbols: symbols appended after the pieces and ``<mask>`` (the
+            modalities' own tokens).
         dictionary: an (empty) Dictionary to fill in place; fairseq tools may hold a
             reference to the task's dictionary before the checkpoint is read.
     """
 
-    def __init__(self, sentencepiece_model: bytes, num_bins: int,
+    def __init__(self, sentencepiece_model: bytes, reserved_symbols: Sequence[str] = (),
                  dictionary: Optional[Dictionary] = None):
         self.sentencepiece_model = sentencepiece_model
-        self.num_bins = num_bins
+        self.reserved_symbols = list(reserved_symbols)
         self.dictionary = dictionary if dictionary is not None else Dictionary()
         if len(self.dictionary) != 4:
             raise ValueError("Vocabulary must fill a fresh Dictionary")
@@ -53,9 +56,8 @@ class Vocabulary:
             if spm_id != processor.unk_id():
                 self._spm_to_dict[spm_id] = self.dictionary.add_symbol(processor.id_to_piece(spm_id))
         self.mask_index = self.dictionary.add_symbol(MASK_SYMBOL)
-        self.first_bin = len(self.dictionary)
-        for k in range(num_bins):
-            self.dictionary.add_symbol(bin_symbol(k))
+        for symbol in self.reserved_symbols:
+            self.dictionary.add_symbol(symbol)
         self._dict_to_spm = {int(d): s for s, d in enumerate(self._spm_to_dict)}
 
     @property
@@ -76,12 +78,9 @@ class Vocabulary:
         return self._spm_to_dict[self.processor.encode(text)].tolist()
 
     def decode(self, ids: Iterable[int]) -> str:
-        """Text for dictionary ids; specials and location tokens are skipped."""
+        """Text for dictionary ids; specials and reserved symbols are skipped."""
         pieces = [self._dict_to_spm[i] for i in map(int, ids) if i in self._dict_to_spm]
         return self.processor.decode(pieces)
-
-    def bin_index(self, k: int) -> int:
-        return self.first_bin + k
 
     @property
     def subword_ids(self) -> range:
@@ -89,13 +88,15 @@ class Vocabulary:
         return range(self.dictionary.nspecial, self.mask_index)
 
     def state_dict(self) -> Dict[str, object]:
-        return {"sentencepiece_model": self.sentencepiece_model, "num_bins": self.num_bins,
+        return {"sentencepiece_model": self.sentencepiece_model,
                 "symbols": list(self.dictionary.symbols)}
 
     @classmethod
     def from_state_dict(cls, state: Dict[str, object],
                         dictionary: Optional[Dictionary] = None) -> "Vocabulary":
-        vocab = cls(state["sentencepiece_model"], state["num_bins"], dictionary)
+        symbols = list(state["symbols"])
+        reserved = symbols[symbols.index(MASK_SYMBOL) + 1:]
+        vocab = cls(state["sentencepiece_model"], reserved, dictionary)
         if list(vocab.dictionary.symbols) != list(state["symbols"]):
             raise ValueError("checkpoint vocabulary does not match its sentencepiece model")
         return vocab

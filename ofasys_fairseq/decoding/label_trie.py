@@ -5,7 +5,8 @@ step of a gold label) and for beam search (which tokens may come next): given
 the tokens produced so far, which tokens continue some label? Every sequence
 ends with ``eos``, so a finished label allows exactly ``eos`` next.
 """
-from typing import Dict, List, Sequence
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Sequence, Tuple
 
 
 class LabelTrie:
@@ -44,3 +45,26 @@ class LabelTrie:
             if node is None:
                 return False
         return not node
+
+
+@dataclass(frozen=True)
+class ClosedSet:
+    """The labels a closed-set target may take, and their token trie.
+
+    (A dataclass, not a NamedTuple: fairseq's ``apply_to_sample`` rebuilds tuples.)"""
+
+    labels: Tuple[str, ...]
+    trie: LabelTrie
+    label_of: Dict[Tuple[int, ...], str]  # token ids -> label text
+
+    @classmethod
+    def build(cls, labels: Sequence[str], encode: Callable[[str], List[int]],
+              eos: int) -> "ClosedSet":
+        """Args:
+            labels: the label texts (duplicates are dropped).
+            encode: text -> token ids of the shared vocabulary.
+            eos: the end-of-sequence id.
+        """
+        labels = tuple(dict.fromkeys(labels))
+        sequences = [tuple(encode(label)) for label in labels]
+        return cls(labels, LabelTrie(sequences, eos), dict(zip(sequences, labels)))

@@ -3,19 +3,23 @@ from dataclasses import dataclass, field
 
 import torch.nn as nn
 from fairseq import utils
-from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.dataclass import ChoiceEnum
 from fairseq.models import (FairseqEncoderDecoderModel, register_model,
                             register_model_architecture)
 from fairseq.models.transformer import TransformerConfig, TransformerDecoderBase
 from fairseq.models.transformer.transformer_config import DecoderConfig, EncDecBaseConfig
 from omegaconf import II
 
-from .adapters import Modality, TextAdapter, build_image_adapters
-from .universal_encoder import UniversalEncoder
+from ..modalities import ModalityModelOptions, get_modality, registered_modalities
+from ..modalities.base import FEATURES
+from .adapters import TokenAdapter
+from .universal_encoder import TOKENS_ADAPTER, UniversalEncoder
 
 
 @dataclass
-class OFASysConfig(FairseqDataclass):
+class OFASysConfig(ModalityModelOptions):
+    """The shared encoder-decoder's sizes, plus the modalities' model options
+    (``--resnet-depth``, ...)."""
     embed_dim: int = field(default=256, metadata={"help": "model width (encoder and decoder)"})
     ffn_embed_dim: int = field(default=1024, metadata={"help": "feed-forward width"})
     attention_heads: int = field(default=4, metadata={"help": "attention heads per layer"})
@@ -26,21 +30,18 @@ class OFASysConfig(FairseqDataclass):
     activation_dropout: float = field(default=0.0, metadata={"help": "dropout after the FFN activation"})
     activation_fn: ChoiceEnum(utils.get_available_activation_fns()) = field(
         default="gelu", metadata={"help": "FFN activation"})
-    resnet_depth: int = field(default=50, metadata={
-        "help": "depth of the torchvision ResNet whose stages 1-3 embed images "
-                "(18, 34, 50, 101 or 152)"})
     max_source_positions: int = II("task.max_source_positions")
     max_target_positions: int = II("task.max_target_positions")
 
 
-# name -> (width, encoder layers, decoder layers, heads, ResNet depth, image size):
-# the OFASys model sizes, with OFA's image backbones and resolutions
+# name -> (width, encoder layers, decoder layers, heads): the OFASys model sizes; each
+# modality adds its own defaults per size (``Modality.architecture_defaults``)
 ARCHITECTURES = {
-    "ofasys_tiny": (256, 4, 4, 4, 50, 256),
-    "ofasys_medium": (512, 4, 4, 8, 101, 256),
-    "ofasys_base": (768, 6, 6, 12, 101, 480),
-    "ofasys_large": (1024, 12, 12, 16, 152, 480),
-    "ofasys_huge": (1280, 24, 12, 16, 152, 480),
+    "ofasys_tiny": (256, 4, 4, 4),
+    "ofasys_medium": (512, 4, 4, 8),
+    "ofasys_base": (768, 6, 6, 12),
+    "ofasys_large": (1024, 12, 12, 16),
+    "ofasys_huge": (1280, 24, 12, 16),
 }
 
 
@@ -70,31 +71,35 @@ class OFASysModel(FairseqEncoderDecoderModel):
         nn.init.normal_(embed_tokens.weight, mean=0, std=cfg.embed_dim ** -0.5)
         nn.init.zeros_(embed_tokens.weight[dictionary.pad()])
         layers = transformer_config(cfg)
-        adapters = nn.ModuleDict({
-            Modality.TEXT.value: TextAdapter(embed_tokens, cfg.max_source_positions),
-            **build_image_adapters(task.image_adaptors(), task.image_geometry, cfg.embed_dim,
-                                   cfg.resnet_depth),
-        })
-        encoder = UniversalEncoder(layers, dictionary, adapters)
+        adapters = {TOKENS_ADAPTER: TokenAdapter(embed_tokens, cfg.max_source_positions)}
+        task.plan_modalities()  # which adapters: those the checkpoint or the plans name
+        modality_of = {}  # feature adapter key -> its modality
+        for name, settings in task.modality_settings.items():
+            modality = get_modality(name)
+            if modality.input_kind == FEATURES:
+                for key, adapter in modality.build_adapters(settings, cfg, cfg.embed_dim).items():
+                    adapters[key], modality_of[key] = adapter, name
+        encoder = UniversalEncoder(layers, dictionary, nn.ModuleDict(adapters), modality_of)
         decoder = TransformerDecoderBase(layers, dictionary, embed_tokens)
         return cls(encoder, decoder)
 
     def forward(self, src_tokens, src_lengths, prev_output_tokens, features_only: bool = False,
-                **modality_inputs):
-        # modality inputs (images, ...) are for the encoder only
-        encoder_out = self.encoder(src_tokens, src_lengths=src_lengths, **modality_inputs)
+                features=None):
+        # feature inputs (images, ...) are for the encoder only
+        encoder_out = self.encoder(src_tokens, src_lengths=src_lengths, features=features)
         return self.decoder(prev_output_tokens, encoder_out=encoder_out,
                             features_only=features_only)
 
 
-def _register_size(name: str, width: int, encoder_layers: int, decoder_layers: int, heads: int,
-                   resnet_depth: int, image_size: int):
+def _register_size(name: str, width: int, encoder_layers: int, decoder_layers: int, heads: int):
     def set_defaults(args):
-        # only fill what the user did not pass (fairseq suppresses argparse defaults);
-        # image_size is a task option (--image-size), present in the same namespace
-        for key, value in dict(embed_dim=width, ffn_embed_dim=4 * width, attention_heads=heads,
-                               encoder_layers=encoder_layers, decoder_layers=decoder_layers,
-                               resnet_depth=resnet_depth, image_size=image_size).items():
+        # only fill what the user did not pass (fairseq suppresses argparse defaults); the
+        # modalities' defaults may be task options (--image-size), in the same namespace
+        defaults = dict(embed_dim=width, ffn_embed_dim=4 * width, attention_heads=heads,
+                        encoder_layers=encoder_layers, decoder_layers=decoder_layers)
+        for modality in registered_modalities():
+            defaults.update(modality.architecture_defaults.get(name, {}))
+        for key, value in defaults.items():
             if getattr(args, key, None) is None:
                 setattr(args, key, value)
 

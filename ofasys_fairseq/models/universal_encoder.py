@@ -1,5 +1,5 @@
 """The shared encoder: adapter outputs, concatenated, through one transformer stack."""
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -9,28 +9,43 @@ from fairseq.modules import FairseqDropout, LayerNorm
 from fairseq.modules.transformer_layer import TransformerEncoderLayerBase
 from torch import Tensor
 
-from .adapters import AdapterOutput, Modality
+from ..modalities.base import MAX_FEATURE_SLOTS, AdapterOutput, unique
+
+TOKENS_ADAPTER = "tokens"  # the token stream's adapter (and its type embedding, row 0)
 
 
 class UniversalEncoder(FairseqEncoder):
-    """Image patches (one sequence per IMAGE slot) then the text sequence, each with
-    its modality's type embedding, through one transformer stack.
+    """Feature slots (images, ...) then the token stream, through one transformer stack.
+
+    Feature slot k of every row goes in block k (as wide as the widest row's slot k;
+    rows without one are padding), with its modality's type embedding and slot
+    embedding k, so two slots of one modality stay distinguishable; the token stream
+    gets the tokens' type embedding.
 
     Args:
         cfg: fairseq transformer config (``cfg.encoder`` sizes the layers).
         dictionary: the shared dictionary.
-        adapters: ``"text"`` -> the text adapter, plus ``adapter_key(adaptor)`` -> an
-            image adapter for each image adaptor the tasks use.
+        adapters: ``TOKENS_ADAPTER`` -> the token adapter, plus each feature adapter by
+            its key.
+        modality_of: feature adapter key -> the modality it embeds.
     """
 
-    def __init__(self, cfg: TransformerConfig, dictionary, adapters: nn.ModuleDict):
+    def __init__(self, cfg: TransformerConfig, dictionary, adapters: nn.ModuleDict,
+                 modality_of: Mapping[str, str]):
         super().__init__(dictionary)
         dim = cfg.encoder.embed_dim
         self.adapters = adapters
-        self.type_embedding = nn.Embedding(len(Modality), dim)
+        self.modality_of = dict(modality_of)
+        types = [TOKENS_ADAPTER] + unique(self.modality_of.values())
+        self.type_index = {name: i for i, name in enumerate(types)}
+        self.type_embedding = nn.Embedding(len(types), dim)
         # at the scale of the token embeddings: an N(0, 1) offset, the same on every text
         # token, would drown which token it is once the embeddings are layer-normalized
         nn.init.normal_(self.type_embedding.weight, std=dim ** -0.5)
+        # only with feature adapters: a parameter no step uses would stall DDP
+        self.slot_embedding = nn.Embedding(MAX_FEATURE_SLOTS, dim) if modality_of else None
+        if self.slot_embedding is not None:
+            nn.init.normal_(self.slot_embedding.weight, std=dim ** -0.5)
         self.layernorm_embedding = LayerNorm(dim)
         self.dropout = FairseqDropout(cfg.dropout, module_name=self.__class__.__name__)
         self.layers = nn.ModuleList(TransformerEncoderLayerBase(cfg) for _ in range(cfg.encoder.layers))
@@ -38,18 +53,15 @@ class UniversalEncoder(FairseqEncoder):
         self.max_source_positions = cfg.max_source_positions
 
     def forward(self, src_tokens: Tensor, src_lengths: Optional[Tensor] = None,
-                images: Optional[Dict[str, Tensor]] = None,
-                image_slots: Optional[Dict[str, Tensor]] = None) -> Dict[str, List[Tensor]]:
+                features: Optional[Sequence[Dict[str, Any]]] = None) -> Dict[str, List[Tensor]]:
         """Args:
-            src_tokens: ``B x T`` text tokens.
+            src_tokens: ``B x T`` tokens of the token stream.
             src_lengths: unused (padding is read from the tokens).
-            images: adapter key -> ``N x 3 x S x S`` uint8 images that adapter embeds.
-            image_slots: adapter key -> ``N x 2`` (row, slot) of each of those images.
+            features: the feature groups of the batch (see ``data/features.py``).
         """
-        batch = src_tokens.size(0)
-        outputs = [self._embed_images(key, pixels, image_slots[key], batch)
-                   for key, pixels in (images or {}).items()]
-        outputs.append(self._typed(self.adapters[Modality.TEXT.value](src_tokens), Modality.TEXT))
+        outputs = [self._embed_features(features, src_tokens.size(0))] if features else []
+        tokens = self.adapters[TOKENS_ADAPTER](src_tokens)
+        outputs.append(tokens._replace(embeddings=tokens.embeddings + self.type_embedding.weight[0]))
         x = torch.cat([out.embeddings for out in outputs], dim=1)
         padding_mask = torch.cat([out.padding_mask for out in outputs], dim=1)
         x = self.dropout(self.layernorm_embedding(x))
@@ -67,27 +79,32 @@ class UniversalEncoder(FairseqEncoder):
             "src_lengths": [],
         }
 
-    def _embed_images(self, key: str, pixels: Tensor, slots: Tensor, batch: int) -> AdapterOutput:
-        """``B x (K * P) x C`` patches of each row's K image slots; slots a row lacks (a
-        task without images in a mixed batch) are padding."""
-        if key not in self.adapters:
-            image_keys = [k for k in self.adapters if k != Modality.TEXT.value]
-            raise ValueError(f"this model has no '{key}' adapter (it has {image_keys or 'none'})")
-        adapter = self.adapters[key]
-        out = adapter(pixels)  # N x P x C
-        patches, dim = out.embeddings.shape[1:]
-        width = (int(slots[:, 1].max()) + 1) * patches
-        rows = slots[:, :1].expand(-1, patches)
-        columns = slots[:, 1:] * patches + torch.arange(patches, device=slots.device)
-        embeddings = out.embeddings.new_zeros(batch, width, dim)
-        embeddings[rows, columns] = out.embeddings
-        padding_mask = torch.ones(batch, width, dtype=torch.bool, device=embeddings.device)
-        padding_mask[rows, columns] = out.padding_mask
-        return self._typed(AdapterOutput(embeddings, padding_mask), adapter.modality)
-
-    def _typed(self, out: AdapterOutput, modality: Modality) -> AdapterOutput:
-        type_id = list(Modality).index(modality)
-        return out._replace(embeddings=out.embeddings + self.type_embedding.weight[type_id])
+    def _embed_features(self, groups: Sequence[Dict[str, Any]], batch: int) -> AdapterOutput:
+        """``B x W x C``: block k holds each row's feature slot k."""
+        embedded = []  # (slots, embeddings, padding mask) per group
+        for group in groups:
+            key = group["adapter"]
+            if key not in self.modality_of:
+                raise ValueError(f"this model has no '{key}' adapter (it has "
+                                 f"{list(self.modality_of) or 'none'})")
+            out = self.adapters[key](**group["inputs"])  # N x P x C
+            slots = group["slots"]
+            typed = (out.embeddings + self.type_embedding.weight[self.type_index[self.modality_of[key]]]
+                     + self.slot_embedding(slots[:, 1])[:, None])
+            embedded.append((slots, typed, out.padding_mask))
+        widths = [0] * MAX_FEATURE_SLOTS
+        for slots, typed, _ in embedded:
+            for k in slots[:, 1].unique().tolist():
+                widths[k] = max(widths[k], typed.size(1))
+        starts = torch.tensor([0] + widths[:-1], device=embedded[0][1].device).cumsum(0)
+        x = embedded[0][1].new_zeros(batch, sum(widths), embedded[0][1].size(-1))
+        padding_mask = torch.ones(batch, sum(widths), dtype=torch.bool, device=x.device)
+        for slots, typed, mask in embedded:
+            rows = slots[:, :1].expand(-1, typed.size(1))
+            columns = starts[slots[:, 1]][:, None] + torch.arange(typed.size(1), device=x.device)
+            x[rows, columns] = typed
+            padding_mask[rows, columns] = mask
+        return AdapterOutput(x, padding_mask)
 
     def reorder_encoder_out(self, encoder_out: Dict[str, List[Tensor]], new_order: Tensor):
         return {
@@ -101,3 +118,22 @@ class UniversalEncoder(FairseqEncoder):
 
     def max_positions(self) -> int:
         return self.max_source_positions
+
+    def upgrade_state_dict_named(self, state_dict, name: str):
+        """Checkpoints written before modalities were plug-ins named the token adapter
+        ``text``, had a (TEXT, IMAGE) type row whatever the model read, and no slot
+        embeddings: rename, keep the rows this model has, add zero slot embeddings (which
+        leave such a model computing what it did)."""
+        prefix = f"{name}." if name else ""
+        old = f"{prefix}adapters.text."
+        old_keys = [key for key in state_dict if key.startswith(old)]
+        if not old_keys:
+            return state_dict
+        for key in old_keys:
+            state_dict[f"{prefix}adapters.{TOKENS_ADAPTER}.{key[len(old):]}"] = state_dict.pop(key)
+        types = f"{prefix}type_embedding.weight"
+        state_dict[types] = state_dict[types][:self.type_embedding.num_embeddings]
+        if self.slot_embedding is not None:
+            state_dict[f"{prefix}slot_embedding.weight"] = torch.zeros_like(
+                self.slot_embedding.weight)
+        return state_dict

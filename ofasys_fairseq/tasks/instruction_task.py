@@ -11,68 +11,56 @@ because fairseq-generate takes it before the checkpoint is read.
 import argparse
 import logging
 import os
-import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-import sacrebleu
 import torch
 from fairseq.data import Dictionary
-from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II
 
-from ..data.box import BOX_LENGTH, dequantize
-from ..data.instruction_dataset import ClosedSet, InstructionDataset
-from ..data.table import DataError, Table, find_split_file
-from ..data.text import normalize_text, text_value
+from ..data.instruction_dataset import InstructionDataset
+from ..data.table import DataError, Table, find_split_file, located, required_cell
 from ..data.vocabulary import (Vocabulary, default_cache_dir, load_sentencepiece,
-                               train_sentencepiece)
+                               normalize_whitespace, train_sentencepiece)
+from ..decoding.label_trie import ClosedSet
 from ..decoding.restricted_generator import RestrictedSequenceGenerator
 from ..instruction import Slot
-from ..models.adapters.image import DEFAULT_GEOMETRY, IMAGE_ADAPTORS, ImageGeometry
+from ..modalities import (Context, Corpus, ModalityTaskOptions, get_modality,
+                          registered_modalities)
 from ..plan import TaskPlan
-from ..scoring.box_accuracy import box_accuracy
-from ..scoring.cider import CiderD
-from ..scoring.validation_metrics import BLEU_ORDER, log_metrics
+from ..scoring.validation_metrics import log_metrics
 
 logger = logging.getLogger(__name__)
-BIN_PATTERN = re.compile(r"<bin_(\d+)>")
-LOCATIONS_PATTERN = re.compile(r"(\s*<bin_\d+>)+\s*")
+# task states written before modalities kept their own settings have no format (1)
+STATE_FORMAT = 2
 
 
 @dataclass
-class InstructionCommonConfig(FairseqDataclass):
+class InstructionCommonConfig(ModalityTaskOptions):
     """Options shared by ``--task instruction`` and ``--task multitask``: one vocabulary,
-    one image geometry and one validation decoding recipe per model."""
+    one set of modality settings (``--image-size``, ``--num-bins``, ...) and one
+    validation decoding recipe per model."""
     vocab_size: int = field(default=8000, metadata={
         "help": "upper bound on sentencepiece pieces trained from the training data"})
     sentencepiece_model: Optional[str] = field(default=None, metadata={
         "help": "use this sentencepiece .model instead of training one"})
     vocab_cache_dir: Optional[str] = field(default=None, metadata={
         "help": "where trained sentencepiece models are cached (default ~/.cache/ofasys_fairseq)"})
-    num_bins: int = field(default=1000, metadata={"help": "number of <bin_k> location tokens"})
     max_source_positions: int = field(default=1024, metadata={"help": "longest encoder input"})
     max_target_positions: int = field(default=1024, metadata={"help": "longest decoder sequence"})
     skip_invalid_rows: bool = field(default=False, metadata={
         "help": "skip rows with missing or bad values (the count is logged) instead of failing"})
     no_eval_metrics: bool = field(default=False, metadata={
-        "help": "do not decode during validation (by default it reports accuracy for "
-                "closed_set targets, BLEU for free text)"})
+        "help": "do not decode during validation (by default it reports the target's "
+                "metrics: accuracy for closed_set targets, BLEU for free text, ...)"})
     eval_beam: int = field(default=1, metadata={"help": "beam size for validation decoding"})
     eval_max_len: int = field(default=256, metadata={
         "help": "longest decoded sequence in validation, forced prefix included"})
-    image_size: Optional[int] = field(default=None, metadata={
-        "help": "side of the square images IMAGE slots are resized to (default: 256 for "
-                "ofasys_tiny/medium, 480 for base and larger, as OFA)"})
-    image_adaptor: ChoiceEnum(IMAGE_ADAPTORS) = field(default="resnet", metadata={
-        "help": "how IMAGE slots without adaptor= are embedded: ResNet stages 1-3 (stride 16) "
-                "or ViT patches"})
-    vit_patch_size: int = field(default=DEFAULT_GEOMETRY.vit_patch_size, metadata={
-        "help": "side of a vit image patch"})
     validate_data: bool = field(default=False, metadata={
-        "help": "decode every image and check every box against it while loading the data, "
-                "reporting all bad rows before training (ofasys-validate does the same alone)"})
+        "help": "decode every cell in full while loading the data (every image decoded, every "
+                "box checked against it), reporting all bad rows before training "
+                "(ofasys-validate does the same alone)"})
     seed: int = II("common.seed")
     save_dir: str = II("checkpoint.save_dir")
     restore_file: str = II("checkpoint.restore_file")
@@ -106,12 +94,11 @@ class InstructionTask(FairseqTask):
         self._closed_sets: Dict[str, ClosedSet] = {}
         self._decoding: Optional[dict] = None  # per-batch state for constrained search
         self.sequence_generator = None
-        self._references: Dict[str, List[object]] = {}  # data file -> its references
-        self._ciders: Dict[str, CiderD] = {}
-        # saved in the checkpoint: they fix the image adapters' patch grids
-        self.image_settings = {"image_size": cfg.image_size or DEFAULT_GEOMETRY.image_size,
-                               "vit_patch_size": cfg.vit_patch_size,
-                               "image_adaptor": str(cfg.image_adaptor)}
+        self._corpora: Dict[str, Corpus] = {}  # data file -> its references
+        # per modality, saved in the checkpoint: image geometry, number of bins, ...
+        self.modality_settings: Dict[str, Dict[str, Any]] = {
+            m.name: m.settings(cfg) for m in registered_modalities() if m.implemented}
+        self.settings_final = False  # planned for the model, or read from a checkpoint
 
     @classmethod
     def setup_task(cls, cfg: InstructionConfig, **kwargs) -> "InstructionTask":
@@ -171,23 +158,24 @@ class InstructionTask(FairseqTask):
         return plan
 
     def _read_training_texts(self, table, plan: TaskPlan) -> Dict[Slot, List[str]]:
-        """One pass over the training rows: each slot's normalized texts. With
-        --skip-invalid-rows unreadable rows are left out (the dataset counts and reports
-        them); otherwise the first one fails."""
+        """One pass over the training rows: the texts of each slot whose modality trains
+        the vocabulary. With --skip-invalid-rows unreadable rows are left out (the
+        dataset counts and reports them); otherwise the first one fails."""
         slots = list(dict.fromkeys(s for t in plan.templates for s in t.slots
-                                   if s.modality == "TEXT"))
+                                   if get_modality(s.modality).trains_vocabulary))
         texts: Dict[Slot, List[str]] = {slot: [] for slot in slots}
         for index in range(len(table)):
             try:
                 row, line = table[index], table.line_number(index)
-                values = [normalize_text(text_value(row, slot, table.path, line), slot)
-                          for slot in slots]
+                values = [located(lambda: get_modality(slot.modality).vocabulary_texts(
+                    required_cell(row, slot, table.path, line), slot), table.path, line,
+                    slot.column) for slot in slots]
             except DataError:
                 if not self.cfg.skip_invalid_rows:
                     raise
                 continue
             for slot, value in zip(slots, values):
-                texts[slot].append(value)
+                texts[slot].extend(value)
         return texts
 
     def _collect_labels(self, plan: TaskPlan,
@@ -201,8 +189,9 @@ class InstructionTask(FairseqTask):
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"--closed-set-labels {target.column}="
                                         f"{files[target.column]}: no such file {path}")
+            modality = get_modality(target.modality)
             with open(path, encoding="utf-8") as f:
-                labels = [normalize_text(line, target) for line in f if line.strip()]
+                labels = [modality.label_text(line, target) for line in f if line.strip()]
         else:
             labels = sorted(set(texts[target]))
         logger.info(f"closed set '{target.column}': {len(labels)} labels")
@@ -224,7 +213,7 @@ class InstructionTask(FairseqTask):
         return files
 
     def _training_texts(self, plan: TaskPlan, texts: Dict[Slot, List[str]]):
-        literals = {normalize_text(p) for t in plan.templates
+        literals = {normalize_whitespace(p) for t in plan.templates
                     for p in t.encoder + t.prefix if isinstance(p, str)}
         yield from sorted(literals)
         for labels in self.labels.values():
@@ -232,32 +221,35 @@ class InstructionTask(FairseqTask):
         for slot_texts in texts.values():  # dict order: slots in instruction order
             yield from slot_texts
 
-    @property
-    def image_geometry(self) -> ImageGeometry:
-        return ImageGeometry(self.image_settings["image_size"],
-                             self.image_settings["vit_patch_size"])
+    # -- modality settings -------------------------------------------------------------
+    def planned_slots(self) -> List[Slot]:
+        """Every slot of the instruction(s) this task trains."""
+        return [s for t in self.plan.templates for s in t.slots] if self.plan else []
 
-    def image_adaptors(self) -> List[str]:
-        """The image adaptors the model has: those of a loaded checkpoint, else those the
-        instruction's IMAGE slots use."""
-        if "adaptors" in self.image_settings:
-            return list(self.image_settings["adaptors"])
-        adaptors = self.planned_adaptors()
-        self.image_geometry.check(adaptors)
-        return adaptors
+    def plan_modalities(self) -> None:
+        """Complete each modality's settings with what the planned slots need (the
+        adapters the model builds), once, before the model is first built; a checkpoint
+        brings them complete."""
+        if self.settings_final:
+            return
+        slots = self.planned_slots()
+        for name, settings in self.modality_settings.items():
+            self.modality_settings[name] = get_modality(name).plan_settings(
+                settings, [s for s in slots if s.modality == name])
+        self.settings_final = True
 
-    def planned_adaptors(self) -> List[str]:
-        """The image adaptors the instruction's IMAGE slots use."""
-        default = self.image_settings["image_adaptor"]
-        return list(dict.fromkeys(s.get("adaptor") or default for t in self.plan.templates
-                                  for s in t.image_slots)) if self.plan else []
+    def context(self, modality: str, closed_set: Optional[ClosedSet] = None) -> Context:
+        """What ``modality`` needs to handle slots of this run."""
+        return Context(self.vocab, self.modality_settings.get(modality, {}), closed_set)
 
+    # -- labels ------------------------------------------------------------------------
     def closed_set(self, column: str) -> ClosedSet:
         if column not in self._closed_sets:
             if column not in self.labels:
                 raise ValueError(f"no closed-set labels for column '{column}': the checkpoint "
                                  f"has labels for {sorted(self.labels) or 'no column'}")
-            self._closed_sets[column] = ClosedSet.build(self.labels[column], self.vocab)
+            self._closed_sets[column] = ClosedSet.build(self.labels[column], self.vocab.encode,
+                                                        self.dictionary.eos())
         return self._closed_sets[column]
 
     def add_labels(self, column: str, labels: Sequence[str]) -> None:
@@ -265,26 +257,37 @@ class InstructionTask(FairseqTask):
         self.labels[column] = list(dict.fromkeys(labels))
         self._closed_sets.pop(column, None)
 
+    # -- checkpoint ----------------------------------------------------------------------
     def state_dict(self) -> Dict[str, object]:
         if self.vocab is None:
             return {}
-        return {"instruction": self.plan.text, "vocabulary": self.vocab.state_dict(),
-                "labels": self.labels, "image_settings": self.image_settings}
+        return {"format": STATE_FORMAT, "instruction": self.plan.text,
+                "vocabulary": self.vocab.state_dict(), "labels": self.labels,
+                "modalities": self.modality_settings}
 
     def load_state_dict(self, state: Dict[str, object]) -> None:
         if not state:
             return
+        state = upgrade_task_state(state)
         if "tasks" in state:
             state = self._trained_task_state(state)
-        if self.vocab is None:
-            self.use_vocabulary(Vocabulary.from_state_dict(state["vocabulary"], self.dictionary))
-        elif list(self.dictionary.symbols) != list(state["vocabulary"]["symbols"]):
-            raise ValueError("the checkpoint's vocabulary differs from the one built for this run")
+        self.use_checkpoint_vocabulary(state["vocabulary"])
         self.labels = dict(state["labels"])
-        self.image_settings = dict(state["image_settings"])
+        self.use_checkpoint_settings(state["modalities"])
         self._closed_sets = {}
         if self.plan is None:
             self.plan = TaskPlan.parse(state["instruction"])
+
+    def use_checkpoint_vocabulary(self, vocabulary: Mapping[str, Any]) -> None:
+        if self.vocab is None:
+            self.use_vocabulary(Vocabulary.from_state_dict(vocabulary, self.dictionary))
+        elif list(self.dictionary.symbols) != list(vocabulary["symbols"]):
+            raise ValueError("the checkpoint's vocabulary differs from the one built for this run")
+
+    def use_checkpoint_settings(self, settings: Mapping[str, Mapping[str, Any]]) -> None:
+        """The checkpoint's modality settings, in place (multitask members share them)."""
+        self.modality_settings.update({name: dict(value) for name, value in settings.items()})
+        self.settings_final = True
 
     def _trained_task_state(self, state: Dict[str, object]) -> Dict[str, object]:
         """A multitask checkpoint's state, narrowed to its task ``--trained-task``."""
@@ -295,7 +298,7 @@ class InstructionTask(FairseqTask):
                        else "name one of its tasks with --trained-task")
             raise ValueError(f"this is a multitask checkpoint: {problem} ({', '.join(tasks)})")
         return {**tasks[name], "vocabulary": state["vocabulary"],
-                "image_settings": state["image_settings"]}
+                "modalities": state["modalities"]}
 
     @property
     def source_dictionary(self) -> Dictionary:
@@ -321,23 +324,19 @@ class InstructionTask(FairseqTask):
         self.prepare()
         target = plan.target
         closed_set = self.closed_set(target.column) if target.has("closed_set") else None
-        dataset = InstructionDataset(table, plan, self.vocab, closed_set, train=train,
-                                     with_target=with_target, seed=self.cfg.seed,
+        dataset = InstructionDataset(table, plan, self.vocab, self.modality_settings,
+                                     closed_set, train=train, with_target=with_target,
+                                     seed=self.cfg.seed,
                                      skip_invalid_rows=self.cfg.skip_invalid_rows,
-                                     geometry=self.image_geometry,
-                                     image_adaptor=self.image_settings["image_adaptor"],
                                      # a pass over data files, not over inference rows
-                                     decode_images=self.cfg.validate_data and with_target)
+                                     decode_all=self.cfg.validate_data and with_target)
         if dataset.references:
-            self._references[table.path] = dataset.references
-            self._ciders.pop(table.path, None)
+            self._corpora[table.path] = Corpus(dataset.references)
         return dataset
 
     # -- model ---------------------------------------------------------------------
     def build_model(self, cfg, from_checkpoint: bool = False):
         self.prepare()
-        # the checkpoint records which adapters the model has
-        self.image_settings["adaptors"] = self.image_adaptors()
         model = super().build_model(cfg, from_checkpoint)
         if not self.cfg.no_eval_metrics:
             self.sequence_generator = self.build_generator(
@@ -348,24 +347,26 @@ class InstructionTask(FairseqTask):
     # -- decoding --------------------------------------------------------------------
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None,
                         prefix_allowed_tokens_fn=None):
-        """Beam search restricted to the forced prefix, then to closed-set labels, and
-        renormalized over what is allowed (see ``decoding/restricted_generator.py``)."""
+        """Beam search restricted to the forced prefix, then to what the target's modality
+        allows, and renormalized over what is allowed (see
+        ``decoding/restricted_generator.py``)."""
         return super().build_generator(models, args,
                                        seq_gen_cls or RestrictedSequenceGenerator,
                                        extra_gen_cls_kwargs,
                                        prefix_allowed_tokens_fn or self._allowed_tokens)
 
     def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
-        """Beam search with the decoder prefix forced and, for closed sets, only label
-        continuations allowed; the forced prefix is removed from each hypothesis."""
+        """Beam search with the decoder prefix forced and the target's constraint applied;
+        the forced prefix is removed from each hypothesis."""
         prefix = sample.get("decoder_prefix") if prefix_tokens is None else prefix_tokens
         prefix_lengths = ([0] * sample["nsentences"] if prefix is None
                           else prefix.ne(self.dictionary.pad()).sum(1).tolist())
+        target = sample["target_slot"]
         # the search names rows by sample id (fairseq passes sample["id"] along)
         self._decoding = {"prefix": prefix, "lengths": prefix_lengths,
                           "row": {int(i): r for r, i in enumerate(sample["id"].tolist())},
-                          "closed_set": sample.get("closed_set"),
-                          "box_target": sample.get("target_modality") == "BOX"}
+                          "constraint": get_modality(target.modality).constraint(
+                              target, self.context(target.modality, sample["closed_set"]))}
         try:
             with torch.no_grad():
                 hypos = generator.generate(models, sample, prefix_tokens=prefix,
@@ -385,42 +386,23 @@ class InstructionTask(FairseqTask):
         length = state["lengths"][row]
         if len(generated) < length:
             return [int(state["prefix"][row, len(generated)])]
-        if state["box_target"]:
-            return self._allowed_box_tokens(generated[length:])
-        closed_set = state["closed_set"]
-        if closed_set is None:
-            return slice(None)
-        return closed_set.trie.allowed(generated[length:]) or [self.dictionary.eos()]
+        allowed = (None if state["constraint"] is None
+                   else state["constraint"].allowed(generated[length:]))
+        return slice(None) if allowed is None else allowed
 
-    def _allowed_box_tokens(self, box: List[int]) -> List[int]:
-        """Exactly four location tokens, with x1 > x0 and y1 > y0 (unless x0 / y0 is
-        already the last bin), then end of sentence."""
-        if len(box) == BOX_LENGTH:
-            return [self.dictionary.eos()]
-        last = self.vocab.bin_index(self.vocab.num_bins - 1)
-        low = self.vocab.bin_index(0) if len(box) < 2 else min(box[-2] + 1, last)
-        return list(range(low, last + 1))
-
-    def decode_box(self, tokens: Sequence[int], image_size: Sequence[int]) -> Optional[List[float]]:
-        """A decoded BOX target in pixels of an image of ``(width, height)`` (None unless
-        the tokens are exactly four location tokens)."""
-        bins = [int(t) - self.vocab.bin_index(0) for t in tokens if int(t) != self.dictionary.eos()]
-        if len(bins) != BOX_LENGTH or not all(0 <= k < self.vocab.num_bins for k in bins):
-            return None
-        width, height = image_size
-        return [c * scale for c, scale in zip(dequantize(bins, self.vocab.num_bins),
-                                              (width, height, width, height))]
-
-    def decode_text(self, tokens: Sequence[int], closed_set: Optional[ClosedSet] = None) -> str:
+    def output(self, sample, row: int, tokens: Sequence[int]) -> Any:
+        """Row ``row``'s decoded target tokens as the user's value (text, a label, a box in
+        pixels, ...), by the target's modality."""
+        target = sample["target_slot"]
         ids = [int(t) for t in tokens if int(t) != self.dictionary.eos()]
-        if closed_set is not None and tuple(ids) in closed_set.label_of:
-            return closed_set.label_of[tuple(ids)]
-        return self.vocab.decode(ids)
+        return get_modality(target.modality).postprocess(
+            ids, target, self.context(target.modality, sample["closed_set"]),
+            sample["output_context"][row])
 
     def build_bpe(self, args):
         if getattr(args, "_name", None):
             return super().build_bpe(args)
-        return SentencepieceDetokenizer(self.vocab.num_bins)
+        return SentencepieceDetokenizer(self.modality_settings)
 
     # -- validation metrics ----------------------------------------------------------
     def valid_step(self, sample, model, criterion):
@@ -430,84 +412,83 @@ class InstructionTask(FairseqTask):
             logging_output.update(self.metric_stats(sample, [h[0]["tokens"] for h in hypos]))
         return loss, sample_size, logging_output
 
-    def metric_stats(self, sample, best: List[torch.Tensor]) -> Dict[str, float]:
-        """Summable statistics of the decoded targets (see ``reduce_metrics``)."""
-        references = sample["references"]
-        if sample["target_modality"] == "BOX":
-            return self._box_stats(best, references, sample["image_sizes"])
-        predictions = [self.decode_text(t, sample.get("closed_set")) for t in best]
-        if sample.get("closed_set") is not None:
-            return {"_correct": sum(p == r for p, r in zip(predictions, references)),
-                    "_total": len(references)}
-        bleu = sacrebleu.corpus_bleu(predictions, [references])
-        stats = {"_bleu_sys_len": bleu.sys_len, "_bleu_ref_len": bleu.ref_len}
-        for i in range(BLEU_ORDER):
-            stats[f"_bleu_counts_{i}"] = bleu.counts[i]
-            stats[f"_bleu_totals_{i}"] = bleu.totals[i]
-        if "images" in sample["net_input"]:  # captions: CIDEr-D over the whole subset
-            cider = self._cider(sample["data_path"])
-            stats["_cider_sum"] = sum(cider.score(p, [r]) for p, r in zip(predictions, references))
-            stats["_cider_count"] = len(references)
-        return stats
-
-    def _cider(self, data_path: str) -> CiderD:
-        """CIDEr-D's document frequencies come from every reference of the subset."""
-        if data_path not in self._ciders:
-            self._ciders[data_path] = CiderD([[r] for r in self._references[data_path]])
-        return self._ciders[data_path]
-
-    def _box_stats(self, tokens, references, image_sizes) -> Dict[str, float]:
-        """Acc@IoU>=0.5 of decoded boxes against the pixel boxes of the data."""
-        predicted = torch.tensor([self.decode_box(t, size) or [0.0] * BOX_LENGTH  # no box: a miss
-                                  for t, size in zip(tokens, image_sizes.tolist())])
-        hits, total = box_accuracy(predicted, torch.tensor(references).float())
-        return {"_box_hits": hits, "_box_total": total}
+    def metric_stats(self, sample, best: List[torch.Tensor],
+                     metrics: Optional[Sequence[str]] = None) -> Dict[str, float]:
+        """Summable statistics of the decoded targets (see ``reduce_metrics``) for
+        ``metrics`` (default: all the target supports)."""
+        target = sample["target_slot"]
+        predictions = [self.output(sample, row, tokens) for row, tokens in enumerate(best)]
+        return get_modality(target.modality).metric_stats(
+            predictions, sample["references"], target, metrics or self.supported_metrics(),
+            self._corpora[sample["data_path"]])
 
     def supported_metrics(self) -> List[str]:
-        """The validation metrics of this task's target: accuracy for closed sets, Acc@IoU
-        for boxes, BLEU for free text (and CIDEr-D when the text is about images)."""
-        target = self.plan.target
-        if target.modality == "BOX":
-            return ["box_acc"]
-        if target.has("closed_set"):
-            return ["accuracy"]
-        return ["bleu", "cider"] if self.plan.templates[0].image_slots else ["bleu"]
+        """The validation metrics of this task's target, as its modality names them
+        (accuracy for closed sets, Acc@IoU for boxes, BLEU for free text, ...)."""
+        return get_modality(self.plan.target.modality).metrics(self.plan.target,
+                                                               self.plan.templates[0])
 
     def reduce_metrics(self, logging_outputs, criterion):
         super().reduce_metrics(logging_outputs, criterion)
         log_metrics(logging_outputs)
 
 
+def upgrade_task_state(state: Dict[str, Any]) -> Dict[str, Any]:
+    """A task state as this version writes it. Format 1 (before modalities had their own
+    settings) kept them in other places; each modality reads its own back."""
+    if "format" in state:
+        if state["format"] > STATE_FORMAT:
+            raise ValueError(f"this checkpoint's task state has format {state['format']}, "
+                             f"newer than this ofasys-fairseq reads ({STATE_FORMAT})")
+        return state
+    settings = {}
+    for modality in registered_modalities():
+        if modality.implemented:
+            try:
+                old = modality.settings_from_old_checkpoint(state)
+            except KeyError as missing:
+                raise ValueError(f"unrecognized task state in this checkpoint (no format, no "
+                                 f"{missing}): it was not written by ofasys-fairseq") from None
+            if old:
+                settings[modality.name] = old
+    return {**state, "format": STATE_FORMAT, "modalities": settings}
+
+
 def build_vocabulary(cfg: InstructionCommonConfig, texts: Sequence[str],
                      dictionary: Dictionary) -> Vocabulary:
     """The run's vocabulary, filled into ``dictionary``: ``--sentencepiece-model`` or one
-    trained on ``texts``."""
+    trained on ``texts``, then the symbols every modality reserves."""
     if cfg.sentencepiece_model:
         proto = load_sentencepiece(cfg.sentencepiece_model)
     else:
         proto = train_sentencepiece(texts, cfg.vocab_size,
                                     cfg.vocab_cache_dir or default_cache_dir())
-    vocab = Vocabulary(proto, cfg.num_bins, dictionary)
-    logger.info(f"dictionary: {len(dictionary)} types ({cfg.num_bins} location tokens)")
+    reserved = [symbol for m in registered_modalities() if m.implemented
+                for symbol in m.reserved_symbols(cfg)]
+    vocab = Vocabulary(proto, reserved, dictionary)
+    logger.info(f"dictionary: {len(dictionary)} types ({len(reserved)} reserved by modalities)")
     return vocab
 
 
 class SentencepieceDetokenizer:
     """fairseq-generate's ``decode_fn`` for our pieces (D- and T- lines). Text already
-    detokenized by ``--post-process sentencepiece`` passes unchanged; a run of location
-    tokens (a BOX output) prints as ``x0,y0,x1,y1`` in fractions of the image size.
+    detokenized by ``--post-process sentencepiece`` passes unchanged; an output of another
+    modality prints as that modality formats it (a box as ``x0,y0,x1,y1`` fractions).
 
     Args:
-        num_bins: the number of ``<bin_k>`` location tokens.
+        settings: the run's settings per modality name.
     """
 
-    def __init__(self, num_bins: int):
-        self.num_bins = num_bins
+    def __init__(self, settings: Mapping[str, Mapping[str, Any]]):
+        self.settings = settings
 
     def decode(self, text: str) -> str:
-        if LOCATIONS_PATTERN.fullmatch(text):  # with or without spaces (--post-process)
-            bins = [int(k) for k in BIN_PATTERN.findall(text)]
-            return ",".join(f"{c:.3f}" for c in dequantize(bins, self.num_bins))
+        for modality in registered_modalities():
+            if modality.name in self.settings:
+                formatted = modality.format_generated(text, self.settings[modality.name])
+                if formatted is not None:
+                    return formatted
         if "\u2581" not in text:
             return text
         return text.replace(" ", "").replace("\u2581", " ").strip()
+

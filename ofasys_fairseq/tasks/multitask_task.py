@@ -1,7 +1,7 @@
 """``--task multitask``: one model trained on several instructions at once.
 
 Each task (``task_specs.py``) is an ``InstructionTask`` member sharing the run's one
-vocabulary, image geometry and model. The scheduler (``data/task_schedule.py``)
+vocabulary, modality settings and model. The scheduler (``data/task_schedule.py``)
 decides which task every micro-batch of every rank trains; ``batch_mode`` decides
 how batches combine tasks. Logs carry each task's loss, tokens and samples, and
 validation reports each task's metrics as ``<task>_<metric>`` plus ``score``, the
@@ -23,10 +23,11 @@ from ..data.multitask_dataset import BATCH_MODES, MultitaskDataset
 from ..data.table import DataError, Table, find_split_file
 from ..data.task_sampler import SAMPLING, task_probabilities
 from ..data.task_schedule import BatchBudget, TaskSchedule
-from ..data.vocabulary import Vocabulary
 from ..plan import TaskPlan
 from ..scoring.validation_metrics import METRIC_STATS, log_metrics, metric_value, stat_key
-from .instruction_task import InstructionCommonConfig, InstructionConfig, InstructionTask
+from ..instruction import Slot
+from .instruction_task import (STATE_FORMAT, InstructionCommonConfig, InstructionConfig,
+                               InstructionTask, upgrade_task_state)
 from .task_specs import TaskConfigError, TaskSpec, parse_task_specs
 
 logger = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ class MultitaskTask(InstructionTask):
         self.members = [InstructionTask(_member_config(cfg, spec), TaskPlan.parse(spec.instruction))
                         for spec in specs]
         for member, spec in zip(self.members, specs):
-            member.image_settings = self.image_settings  # one geometry, one set of adapters
+            member.modality_settings = self.modality_settings  # one geometry, one model
             _check_metrics(spec, member.supported_metrics())
 
     @classmethod
@@ -114,30 +115,29 @@ class MultitaskTask(InstructionTask):
         if problems:
             raise TaskConfigError("\n".join(problems))
 
-    def planned_adaptors(self) -> List[str]:
-        return list(dict.fromkeys(a for m in self.members for a in m.planned_adaptors()))
+    def planned_slots(self) -> List[Slot]:
+        return [slot for member in self.members for slot in member.planned_slots()]
 
     def state_dict(self) -> Dict[str, object]:
         if self.vocab is None:
             return {}
-        return {"vocabulary": self.vocab.state_dict(), "image_settings": self.image_settings,
+        return {"format": STATE_FORMAT, "vocabulary": self.vocab.state_dict(),
+                "modalities": self.modality_settings,
                 "tasks": {spec.name: {"instruction": member.plan.text, "labels": member.labels}
                           for spec, member in zip(self.specs, self.members)}}
 
     def load_state_dict(self, state: Dict[str, object]) -> None:
         if not state:
             return
+        state = upgrade_task_state(state)
         if "tasks" not in state:
             raise ValueError("not a multitask checkpoint: decode it with --task instruction")
         missing = [name for name in self.task_names if name not in state["tasks"]]
         if missing:
             raise ValueError(f"the checkpoint has no task(s) {', '.join(missing)} (it has "
                              f"{', '.join(state['tasks'])})")
-        if self.vocab is None:
-            self.use_vocabulary(Vocabulary.from_state_dict(state["vocabulary"], self.dictionary))
-        elif list(self.dictionary.symbols) != list(state["vocabulary"]["symbols"]):
-            raise ValueError("the checkpoint's vocabulary differs from the one built for this run")
-        self.image_settings.update(state["image_settings"])  # shared with the members
+        self.use_checkpoint_vocabulary(state["vocabulary"])
+        self.use_checkpoint_settings(state["modalities"])  # shared with the members
         for name, member in zip(self.task_names, self.members):
             for column, labels in state["tasks"][name]["labels"].items():
                 member.add_labels(column, labels)
@@ -249,7 +249,8 @@ class MultitaskTask(InstructionTask):
         if self.sequence_generator is not None and sample.get("references"):
             task = sample["task_index"]
             hypos = self.inference_step(self.sequence_generator, [model], sample)
-            stats = self.members[task].metric_stats(sample, [h[0]["tokens"] for h in hypos])
+            stats = self.members[task].metric_stats(sample, [h[0]["tokens"] for h in hypos],
+                                                    self.specs[task].metrics)
             prefix = f"{self.specs[task].name}_"
             log.update({stat_key(k, prefix): v for k, v in stats.items()
                         if stat_key(k, prefix) in log})

@@ -12,9 +12,9 @@ import pytest
 import torch
 from fairseq.data import data_utils
 
-from ofasys_fairseq.data.box import parse_box, quantize
 from ofasys_fairseq.data.table import DataError, InMemoryTable, InvalidRows
-from ofasys_fairseq.data.text import normalize_text
+from ofasys_fairseq.modalities.box import bin_symbol, parse_box, quantize
+from ofasys_fairseq.modalities.text import normalize_text
 from tests.helpers import WORDS, instruction_task, sentences, write_jsonl
 
 OPEN = "summarize [TEXT:src] -> [TEXT:tgt]"
@@ -238,8 +238,10 @@ def test_collater_open_target(open_task):
     indices = [5, 0, 9]
     batch = ds.collater([ds[i] for i in indices])
     assert set(batch) == {"id", "nsentences", "net_input", "decoder_prefix", "closed_set",
-                          "target", "ntokens", "references", "target_modality", "data_path"}
-    assert batch["target_modality"] == "TEXT" and batch["data_path"] == ds.table.path
+                          "target", "ntokens", "references", "target_slot", "output_context",
+                          "data_path"}
+    assert batch["target_slot"].modality == "TEXT" and batch["data_path"] == ds.table.path
+    assert batch["output_context"] == [None] * 3  # text needs nothing to be postprocessed
     assert set(batch["net_input"]) == {"src_tokens", "src_lengths", "prev_output_tokens"}
     assert batch["id"].tolist() == indices and batch["nsentences"] == 3
     assert batch["decoder_prefix"] is None and batch["closed_set"] is None
@@ -517,14 +519,15 @@ def test_image_patches_count_in_sizes_and_batches_carry_uint8_images(tmp_path):
     for i in range(len(ds)):
         assert ds.size(i) == (len(ds[i].source) + patches, 4 + 1)  # four bins, then </s>
     batch = ds.collater([ds[i] for i in range(len(ds))])
-    images = batch["net_input"]["images"]
-    assert list(images) == ["image_resnet"]
-    assert images["image_resnet"].shape == (3, 3, 64, 64)  # one image slot per row
-    assert images["image_resnet"].dtype == torch.uint8
-    assert batch["net_input"]["image_slots"]["image_resnet"].tolist() == [[0, 0], [1, 0], [2, 0]]
-    assert batch["image_sizes"].tolist() == [[64, 64]] * 3
+    (group,) = batch["net_input"]["features"]
+    assert group["adapter"] == "image_resnet"
+    images = group["inputs"]["pixels"]
+    assert images.shape == (3, 3, 64, 64)  # one image slot per row
+    assert images.dtype == torch.uint8
+    assert group["slots"].tolist() == [[0, 0], [1, 0], [2, 0]]
+    assert batch["output_context"] == [(64, 64)] * 3  # the images' sizes, for box outputs
     rows = [ds.table[int(r)] for r in ds.rows]
     assert batch["references"] == [parse_box(r["region"]) for r in rows]
-    first_bin = task.vocab.bin_index(0)
+    first_bin = task.dictionary.index(bin_symbol(0))
     assert [[t - first_bin for t in target[:4]] for target in batch["target"].tolist()] == \
         [quantize(parse_box(r["region"]), 64, 16) for r in rows]

@@ -78,6 +78,22 @@ def test_unknown_batch_mode(dataset):
     assert set(BATCH_MODES) == {"homogeneous", "mixed", "round"}
 
 
+def assert_same(expected, actual, where):
+    """Equal nested dicts / lists of tensors and plain values."""
+    if isinstance(expected, dict):
+        assert expected.keys() == actual.keys(), where
+        for key in expected:
+            assert_same(expected[key], actual[key], f"{where}.{key}")
+    elif isinstance(expected, list):
+        assert len(expected) == len(actual), where
+        for i, (e, a) in enumerate(zip(expected, actual)):
+            assert_same(e, a, f"{where}[{i}]")
+    elif torch.is_tensor(expected):
+        assert torch.equal(expected, actual), where
+    else:
+        assert expected == actual, where
+
+
 # --- one task -------------------------------------------------------------------------------
 
 
@@ -93,14 +109,8 @@ def test_one_task_batch_is_that_tasks_sample(dataset, task_index, locals_):
     for key, value in own.items():
         if key == "id":
             continue
-        if key == "net_input":
-            for name, tensor in value.items():
-                if isinstance(tensor, dict):  # images / image_slots per adapter key
-                    assert tensor.keys() == sample[key][name].keys()
-                    for k in tensor:
-                        assert torch.equal(tensor[k], sample[key][name][k])
-                else:
-                    assert torch.equal(tensor, sample[key][name]), name
+        if key == "net_input":  # tensors, and feature groups of tensors
+            assert_same(value, sample[key], key)
         elif key == "closed_set_steps":
             for name in ("positions", "allowed"):
                 assert torch.equal(value[name], sample[key][name])
@@ -108,7 +118,7 @@ def test_one_task_batch_is_that_tasks_sample(dataset, task_index, locals_):
             assert torch.equal(value, sample[key]), key
         else:
             assert value == sample[key], key
-    assert ("images" in sample["net_input"]) == (task_index != NLI)
+    assert ("features" in sample["net_input"]) == (task_index != NLI)
 
 
 def test_empty_batch(dataset):
@@ -135,7 +145,7 @@ def test_round_batch_is_one_sample_per_task(dataset):
         assert torch.equal(part["target"], own["target"])
         assert torch.equal(part["net_input"]["src_tokens"], own["net_input"]["src_tokens"])
         assert part["ntokens"] == own["ntokens"]
-    assert "images" not in first["net_input"] and "images" in second["net_input"]
+    assert "features" not in first["net_input"] and "features" in second["net_input"]
 
 
 # --- mixed ----------------------------------------------------------------------------------
@@ -177,22 +187,28 @@ def test_mixed_sample_rows(dataset, mixed):
             row += 1
 
 
+def pixels_of(sample):
+    (group,) = sample["net_input"]["features"]
+    return group["inputs"]["pixels"]
+
+
 def test_mixed_sample_images_only_for_image_rows(dataset, mixed):
-    images, slots = mixed["net_input"]["images"], mixed["net_input"]["image_slots"]
-    assert list(images) == list(slots) == ["image_vit"]
+    (group,) = mixed["net_input"]["features"]
+    assert group["adapter"] == "image_vit"
     # row 0: grounding; 1, 2: nli (no pixels); 3, 4: vqa
-    assert slots["image_vit"].tolist() == [[r, 0] for r in IMAGE_ROWS]
-    assert images["image_vit"].shape == (3, 3, 64, 64)
-    assert images["image_vit"].dtype == torch.uint8
-    vqa = task_sample(dataset, VQA, [3, 0])["net_input"]["images"]["image_vit"]
-    grounding = task_sample(dataset, GROUNDING, [6])["net_input"]["images"]["image_vit"]
-    assert torch.equal(images["image_vit"], torch.cat([grounding, vqa]))
+    assert group["slots"].tolist() == [[r, 0] for r in IMAGE_ROWS]
+    images = group["inputs"]["pixels"]
+    assert images.shape == (3, 3, 64, 64)
+    assert images.dtype == torch.uint8
+    vqa = pixels_of(task_sample(dataset, VQA, [3, 0]))
+    grounding = pixels_of(task_sample(dataset, GROUNDING, [6]))
+    assert torch.equal(images, torch.cat([grounding, vqa]))
 
 
 def test_mixed_sample_of_text_rows_only_has_no_images(dataset):
     # only one task with text: a one-task sample, without images at all
     sample = collate(dataset, [global_index(dataset, NLI, i) for i in (0, 1)])
-    assert "images" not in sample["net_input"] and "image_slots" not in sample["net_input"]
+    assert "features" not in sample["net_input"]
 
 
 def test_mixed_closed_set_positions_point_at_the_gold_labels(dataset, mixed):
@@ -237,8 +253,7 @@ def encode(model, sample):
     """Per row, the encoder output at its non-padding positions (a list of L_i x C)."""
     net_input = sample["net_input"]
     with torch.no_grad():
-        out = model.encoder(net_input["src_tokens"], images=net_input.get("images"),
-                            image_slots=net_input.get("image_slots"))
+        out = model.encoder(net_input["src_tokens"], features=net_input.get("features"))
     x, mask = out["encoder_out"][0].transpose(0, 1), out["encoder_padding_mask"][0]
     return [x[r][~mask[r]] for r in range(x.size(0))], mask
 
@@ -286,6 +301,6 @@ def test_mixed_batches_respect_the_token_budget_as_the_encoder_pads_them(task, d
     assert mixed, "expected batches mixing the text and the image task"
     for sample in samples:
         rows, text_width = sample["net_input"]["src_tokens"].shape
-        image_width = sum((int(slots[:, 1].max()) + 1) * (64 // 8) ** 2
-                          for slots in sample["net_input"].get("image_slots", {}).values())
+        image_width = sum((int(group["slots"][:, 1].max()) + 1) * (64 // 8) ** 2
+                          for group in sample["net_input"].get("features", ()))
         assert rows * max(text_width + image_width, sample["target"].size(1)) <= max_tokens

@@ -13,9 +13,9 @@ import pytest
 import sentencepiece as spm
 from fairseq.data import Dictionary
 
-from ofasys_fairseq.data.vocabulary import (MASK_SYMBOL, Vocabulary, bin_symbol,
-                                            load_sentencepiece,
+from ofasys_fairseq.data.vocabulary import (MASK_SYMBOL, Vocabulary, load_sentencepiece,
                                             train_sentencepiece)
+from ofasys_fairseq.modalities.box import bin_symbol
 from tests.helpers import instruction_task, sentences, write_jsonl
 
 CORPUS = sentences(40, seed=0) + ["year 2024 had 365 days", "Hello, World!"]
@@ -27,9 +27,14 @@ def proto(tmp_path_factory) -> bytes:
     return train_sentencepiece(CORPUS, 80, str(tmp_path_factory.mktemp("spm-cache")))
 
 
+def bins(count: int):
+    """BOX's reserved location tokens."""
+    return [bin_symbol(k) for k in range(count)]
+
+
 @pytest.fixture(scope="module")
 def vocab(proto) -> Vocabulary:
-    return Vocabulary(proto, num_bins=5)
+    return Vocabulary(proto, bins(5))
 
 
 def spm_files(directory):
@@ -44,27 +49,27 @@ def test_dictionary_layout(proto, num_bins):
     processor = spm.SentencePieceProcessor(model_proto=proto)
     pieces = [processor.id_to_piece(i) for i in range(processor.get_piece_size())
               if i != processor.unk_id()]
-    vocab = Vocabulary(proto, num_bins)
+    vocab = Vocabulary(proto, bins(num_bins))
     symbols = list(vocab.dictionary.symbols)
-    # fairseq specials, then the pieces in sentencepiece order, then <mask>, then bins
+    # fairseq specials, then the pieces in sentencepiece order, then <mask>, then the
+    # modalities' reserved symbols (here BOX's bins)
     assert symbols == (FAIRSEQ_SPECIALS + pieces + [MASK_SYMBOL]
                        + [f"<bin_{k}>" for k in range(num_bins)])
     d = vocab.dictionary
     assert (d.bos(), d.pad(), d.eos(), d.unk()) == (0, 1, 2, 3)
     assert vocab.mask_index == 4 + len(pieces)
-    assert vocab.first_bin == vocab.mask_index + 1
-    assert [vocab.bin_index(k) for k in range(num_bins)] == \
-        [d.index(bin_symbol(k)) for k in range(num_bins)]
+    assert [d.index(bin_symbol(k)) for k in range(num_bins)] == \
+        list(range(vocab.mask_index + 1, vocab.mask_index + 1 + num_bins))
     assert vocab.subword_ids == range(4, 4 + len(pieces))
     assert len(d) == 5 + len(pieces) + num_bins
 
 
 def test_vocabulary_fills_the_given_dictionary_in_place(proto):
     dictionary = Dictionary()
-    vocab = Vocabulary(proto, 3, dictionary)
-    assert vocab.dictionary is dictionary and len(dictionary) == vocab.first_bin + 3
+    vocab = Vocabulary(proto, bins(3), dictionary)
+    assert vocab.dictionary is dictionary and len(dictionary) == vocab.mask_index + 1 + 3
     with pytest.raises(ValueError, match="fresh Dictionary"):
-        Vocabulary(proto, 3, dictionary)
+        Vocabulary(proto, bins(3), dictionary)
 
 
 # --- encode / decode -------------------------------------------------------------------
@@ -88,7 +93,7 @@ def test_encode_decode_round_trip(vocab):
 def test_decode_skips_specials_mask_and_bins(vocab):
     d = vocab.dictionary
     ids = vocab.encode("the quick brown fox")
-    noisy = [d.bos()] + ids[:2] + [vocab.mask_index, vocab.bin_index(4)] + ids[2:] \
+    noisy = [d.bos()] + ids[:2] + [vocab.mask_index, d.index(bin_symbol(4))] + ids[2:] \
         + [d.eos(), d.pad(), d.pad()]
     assert vocab.decode(noisy) == "the quick brown fox"
 
@@ -115,12 +120,14 @@ def test_state_dict_round_trip(vocab):
     assert restored.dictionary is dictionary
     assert list(dictionary.symbols) == list(vocab.dictionary.symbols)
     assert restored.encode(CORPUS[3]) == vocab.encode(CORPUS[3])
-    assert restored.mask_index == vocab.mask_index and restored.first_bin == vocab.first_bin
+    assert restored.mask_index == vocab.mask_index
+    assert restored.reserved_symbols == vocab.reserved_symbols == bins(5)
 
 
 def test_state_dict_with_other_symbols_is_refused(vocab):
     state = dict(vocab.state_dict())
-    state["symbols"] = list(state["symbols"])[:-1]
+    symbols = list(state["symbols"])
+    state["symbols"] = symbols[:5] + symbols[6:]  # a sentencepiece piece is missing
     with pytest.raises(ValueError, match="does not match"):
         Vocabulary.from_state_dict(state)
 

@@ -113,14 +113,14 @@ def decode(task, model, sample, beam, unnormalized=False):
 def test_nbest_holds_distinct_labels_only(setup, beam):
     task, model, sample, closed_set, _ = setup
     eos = task.target_dictionary.eos()
-    for nbest in decode(task, model, sample, beam):
+    for row, nbest in enumerate(decode(task, model, sample, beam)):
         assert len(nbest) == min(beam, len(LABELS))
         decoded = []
         for hypo in nbest:
             tokens = hypo["tokens"].tolist()
             assert tokens[-1] == eos and eos not in tokens[:-1], tokens
             assert tokens[:-1] in closed_set.trie
-            decoded.append(task.decode_text(tokens, closed_set))
+            decoded.append(task.output(sample, row, tokens))
         assert set(decoded) <= set(LABELS)
         assert len(set(decoded)) == len(decoded), decoded
 
@@ -138,7 +138,7 @@ def test_wide_beam_ranks_labels_by_restricted_probability(setup, unnormalized):
                   for label, t in label_tokens.items()}
         expected = {label: s if unnormalized else s / length[label] for label, s in scores.items()}
         ranking = sorted(expected, key=expected.get, reverse=True)
-        decoded = [task.decode_text(h["tokens"], closed_set) for h in nbest]
+        decoded = [task.output(sample, row, h["tokens"]) for h in nbest]
         assert decoded[0] == ranking[0]
         assert decoded == ranking
         for label, hypo in zip(decoded, nbest):
@@ -160,7 +160,7 @@ def test_top_hypothesis_scores_match_reference_at_every_beam(setup):
         for row, nbest in enumerate(decode(task, model, sample, beam, unnormalized=True)):
             scores = reference_scores(model, task, sample, row, label_tokens, closed_set.trie)
             for hypo in nbest:
-                label = task.decode_text(hypo["tokens"], closed_set)
+                label = task.output(sample, row, hypo["tokens"])
                 assert float(hypo["score"]) == pytest.approx(scores[label], abs=1e-4)
             if beam == 3:  # beam search never does worse than greedy
                 greedy = decode(task, model, sample, 1, unnormalized=True)[row][0]
@@ -229,8 +229,8 @@ def test_beam_wider_than_the_label_set_stops_when_labels_run_out(setup):
         hypos = task.inference_step(generator, [model], sample)
     finally:
         hook.remove()
-    for nbest in hypos:
-        assert sorted(task.decode_text(h["tokens"], closed_set) for h in nbest) == sorted(LABELS)
+    for row, nbest in enumerate(hypos):
+        assert sorted(task.output(sample, row, h["tokens"]) for h in nbest) == sorted(LABELS)
     # one decoder step per token: the forced prefix, the longest label and its eos
     longest = max(len(prefix_of(sample, r, pad)) for r in range(N_ROWS)) + \
         max(len(t) for t in label_tokens.values()) + 1

@@ -1,12 +1,12 @@
-"""TextAdapter and UniversalEncoder: shapes, values and batch reordering."""
+"""TokenAdapter and UniversalEncoder: shapes, values and batch reordering."""
 import pytest
 import torch
 import torch.nn as nn
 from fairseq.data import Dictionary
 
-from ofasys_fairseq.models.adapters import AdapterOutput, Modality, TextAdapter
+from ofasys_fairseq.models.adapters import AdapterOutput, TokenAdapter
 from ofasys_fairseq.models.ofasys_model import OFASysConfig, transformer_config
-from ofasys_fairseq.models.universal_encoder import UniversalEncoder
+from ofasys_fairseq.models.universal_encoder import TOKENS_ADAPTER, UniversalEncoder
 
 DIM = 32
 MAX_POSITIONS = 24
@@ -37,8 +37,8 @@ def encoder(dictionary):
                                           max_source_positions=MAX_POSITIONS,
                                           max_target_positions=MAX_POSITIONS))
     embed = nn.Embedding(len(dictionary), DIM, dictionary.pad())
-    adapters = nn.ModuleDict({Modality.TEXT.value: TextAdapter(embed, MAX_POSITIONS)})
-    return UniversalEncoder(cfg, dictionary, adapters).eval()
+    adapters = nn.ModuleDict({TOKENS_ADAPTER: TokenAdapter(embed, MAX_POSITIONS)})
+    return UniversalEncoder(cfg, dictionary, adapters, modality_of={}).eval()
 
 
 @pytest.fixture
@@ -52,13 +52,13 @@ def batch(dictionary):
     return right_padded(rows, dictionary.pad()), torch.tensor(lengths)
 
 
-# --- TextAdapter ---------------------------------------------------------------
+# --- TokenAdapter ---------------------------------------------------------------
 
 
-def test_text_adapter_shapes_and_padding_mask(dictionary, batch):
+def test_token_adapter_shapes_and_padding_mask(dictionary, batch):
     tokens, _ = batch
     embed = nn.Embedding(len(dictionary), DIM, dictionary.pad())
-    adapter = TextAdapter(embed, MAX_POSITIONS)
+    adapter = TokenAdapter(embed, MAX_POSITIONS)
     out = adapter(tokens)
     assert isinstance(out, AdapterOutput)
     assert out.embeddings.shape == (tokens.size(0), tokens.size(1), DIM)
@@ -68,10 +68,10 @@ def test_text_adapter_shapes_and_padding_mask(dictionary, batch):
     assert adapter.embed_tokens is embed  # the shared vocabulary embedding, not a copy
 
 
-def test_text_adapter_adds_learned_positions_counted_from_first_token(dictionary, batch):
+def test_token_adapter_adds_learned_positions_counted_from_first_token(dictionary, batch):
     tokens, lengths = batch
     embed = nn.Embedding(len(dictionary), DIM, dictionary.pad())
-    adapter = TextAdapter(embed, MAX_POSITIONS)
+    adapter = TokenAdapter(embed, MAX_POSITIONS)
     out = adapter(tokens).embeddings
     pad = dictionary.pad()
     positions = adapter.embed_positions.weight
@@ -84,9 +84,9 @@ def test_text_adapter_adds_learned_positions_counted_from_first_token(dictionary
             assert torch.allclose(out[row, i], expected, atol=1e-6), (row, i)
 
 
-def test_text_adapter_row_does_not_depend_on_batch_padding(dictionary, batch):
+def test_token_adapter_row_does_not_depend_on_batch_padding(dictionary, batch):
     tokens, lengths = batch
-    adapter = TextAdapter(nn.Embedding(len(dictionary), DIM, dictionary.pad()), MAX_POSITIONS)
+    adapter = TokenAdapter(nn.Embedding(len(dictionary), DIM, dictionary.pad()), MAX_POSITIONS)
     padded = adapter(tokens)
     for row, n in enumerate(lengths.tolist()):
         alone = adapter(tokens[row:row + 1, :n])
@@ -119,12 +119,13 @@ def test_encoder_adds_the_modality_type_embedding_to_adapter_output(encoder, bat
         encoder(tokens, src_lengths=lengths)
     finally:
         hook.remove()
-    type_id = list(Modality).index(Modality.TEXT)
-    adapter_out = encoder.adapters[Modality.TEXT.value](tokens).embeddings
+    type_id = encoder.type_index[TOKENS_ADAPTER]
+    adapter_out = encoder.adapters[TOKENS_ADAPTER](tokens).embeddings
     expected = adapter_out + encoder.type_embedding.weight[type_id]
     assert seen["x"].shape == expected.shape
     assert torch.allclose(seen["x"], expected, atol=1e-6)
-    assert encoder.type_embedding.num_embeddings == len(Modality)
+    # one row per kind of input the encoder reads: here the token stream only
+    assert encoder.type_embedding.num_embeddings == 1 and encoder.slot_embedding is None
 
     # and the type embedding really reaches the output
     before = encoder(tokens, src_lengths=lengths)["encoder_out"][0]

@@ -11,7 +11,7 @@ from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_REGISTRY
 
 import ofasys_fairseq  # noqa: F401  (registers task, model and architectures)
 from ofasys_fairseq.models import OFASysModel
-from ofasys_fairseq.models.adapters import Modality
+from ofasys_fairseq.models.universal_encoder import TOKENS_ADAPTER
 
 # The published OFASys sizes: width, encoder layers, decoder layers.
 SIZES = {
@@ -109,7 +109,7 @@ def test_tiny_architecture_instantiates_with_its_sizes(data_dir):
 
 def test_decoder_output_projection_is_the_text_embedding(data_dir):
     _, model = build(data_dir, "ofasys_tiny", *SMALL)  # its own: the test edits weights
-    text_embedding = model.encoder.adapters[Modality.TEXT.value].embed_tokens
+    text_embedding = model.encoder.adapters[TOKENS_ADAPTER].embed_tokens
     assert model.decoder.embed_tokens is text_embedding
     assert model.decoder.output_projection.weight is text_embedding.weight
     # tied, not copied: training the embedding moves the output layer

@@ -223,7 +223,7 @@ def test_cli_reports_a_missing_column_with_the_file(data, tmp_path):
 
 
 def test_generate_prints_box_outputs_as_fractions_with_or_without_post_processing():
-    detokenize = SentencepieceDetokenizer(num_bins=16).decode
+    detokenize = SentencepieceDetokenizer({"TEXT": {}, "BOX": {"num_bins": 16}}).decode
     assert detokenize("<bin_0> <bin_3> <bin_12> <bin_15>") == "0.000,0.200,0.800,1.000"
     assert detokenize("<bin_0><bin_3><bin_12><bin_15>") == "0.000,0.200,0.800,1.000"
     assert detokenize("\u2581a \u2581red \u2581circle") == "a red circle"

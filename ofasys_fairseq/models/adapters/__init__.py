@@ -1,7 +1,6 @@
-"""Modality adapters: data tensors -> embedding sequences for the shared encoder."""
-from .base import AdapterOutput, Modality
-from .image import IMAGE_ADAPTORS, ImageAdapter, ImageGeometry, adapter_key, build_image_adapters
-from .text import TextAdapter
+"""The encoder's token adapter; feature adapters come from their modalities
+(``Modality.build_adapters``), all returning ``AdapterOutput``."""
+from ...modalities.base import AdapterOutput
+from .tokens import TokenAdapter
 
-__all__ = ["AdapterOutput", "IMAGE_ADAPTORS", "ImageAdapter", "ImageGeometry", "Modality",
-           "TextAdapter", "adapter_key", "build_image_adapters"]
+__all__ = ["AdapterOutput", "TokenAdapter"]

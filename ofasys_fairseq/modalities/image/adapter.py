@@ -17,8 +17,8 @@ import torch.nn as nn
 import torchvision
 from torch import Tensor
 
-from ...data.image import IMAGENET_MEAN, IMAGENET_STD
-from .base import AdapterOutput, Modality
+from ..base import AdapterOutput
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 RESNET_STRIDE = 16  # after stage 3
 RESNET_STAGE3_CHANNELS = {18: 256, 34: 256, 50: 1024, 101: 1024, 152: 1024}
@@ -88,8 +88,6 @@ class ImageAdapter(nn.Module):
         grid: patches per side (the position tables' size).
         embed_dim: model width.
     """
-
-    modality = Modality.IMAGE
 
     def __init__(self, backbone: nn.Module, channels: int, grid: int, embed_dim: int):
         super().__init__()

@@ -2,11 +2,13 @@
 import pytest
 import torch
 
-from ofasys_fairseq.models.adapters import AdapterOutput, Modality
-from ofasys_fairseq.models.adapters.image import (IMAGE_ADAPTORS, RESNET_STAGE3_CHANNELS,
-                                                  ImageAdapter, ImageGeometry, adapter_key,
-                                                  build_image_adapter, build_image_adapters,
-                                                  resnet_stage3)
+from ofasys_fairseq.modalities import get_modality
+from ofasys_fairseq.modalities.base import AdapterOutput
+from ofasys_fairseq.modalities.image.adapter import (IMAGE_ADAPTORS, RESNET_STAGE3_CHANNELS,
+                                                     ImageAdapter, ImageGeometry, adapter_key,
+                                                     build_image_adapter, build_image_adapters,
+                                                     resnet_stage3)
+from ofasys_fairseq.models.ofasys_model import OFASysConfig
 
 DIM = 32
 GEOMETRY = ImageGeometry(64, 16)
@@ -94,7 +96,11 @@ def test_build_image_adapters_keys():
     adapters = build_image_adapters(IMAGE_ADAPTORS, GEOMETRY, DIM, 18)
     assert sorted(adapters) == sorted(adapter_key(a) for a in IMAGE_ADAPTORS)
     assert adapter_key("vit") == "image_vit"
-    assert all(a.modality is Modality.IMAGE for a in adapters.values())
+    # the IMAGE modality builds the same adapters from its settings
+    settings = {"image_size": 64, "vit_patch_size": 16, "adaptors": list(IMAGE_ADAPTORS)}
+    built = get_modality("IMAGE").build_adapters(settings, OFASysConfig(resnet_depth=18), DIM)
+    assert sorted(built) == sorted(adapters)
+    assert all(isinstance(a, ImageAdapter) for a in built.values())
 
 
 # --- ImageAdapter ---------------------------------------------------------------------------------

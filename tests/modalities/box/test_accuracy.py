@@ -2,7 +2,7 @@ import pytest
 import torch
 from fairseq.scoring import build_scorer
 
-from ofasys_fairseq.scoring.box_accuracy import (
+from ofasys_fairseq.modalities.box.accuracy import (
     ACC_IOU_THRESHOLD,
     BoxAccuracyConfig,
     BoxAccuracyScorer,

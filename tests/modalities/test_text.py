@@ -1,12 +1,14 @@
-"""TEXT slot preprocessing: normalization, BART span masking, random-token noise,
-and reading a slot's value from a row."""
+"""TEXT slots: normalization, BART span masking, random-token noise, and reading a
+slot's value from a row."""
 import math
 
 import numpy as np
 import pytest
 
+from ofasys_fairseq.data.example_builder import ExampleBuilder
 from ofasys_fairseq.data.table import DataError
-from ofasys_fairseq.data.text import mask_spans, normalize_text, replace_random_tokens, text_value
+from ofasys_fairseq.data.vocabulary import Vocabulary, train_sentencepiece
+from ofasys_fairseq.modalities.text import mask_spans, normalize_text, replace_random_tokens
 from ofasys_fairseq.plan import TaskPlan
 
 MASK = 999
@@ -164,20 +166,30 @@ def test_replace_random_tokens_is_a_function_of_the_generator_state():
     assert a == b and a != c
 
 
-# --- text_value ---------------------------------------------------------------------------
+# --- reading a cell --------------------------------------------------------------------
 
 
-def test_text_value_reads_text_and_numbers():
-    slot = encoder_slot()
-    assert text_value({"src": "hello"}, slot, "d.jsonl", 3) == "hello"
-    assert text_value({"src": 42}, slot, "d.jsonl", 3) == "42"
-    assert text_value({"src": 2.5}, slot, "d.jsonl", 3) == "2.5"
+@pytest.fixture(scope="module")
+def vocab():
+    return Vocabulary(train_sentencepiece(["hello 42 2.5 the cat"], 40))
 
 
-def test_text_value_missing_column_lists_the_row_columns():
-    slot = encoder_slot()
+def text_value(vocab, row, path, line):
+    """The text the row's ``src`` cell gives its TEXT slot, read as the dataset reads it."""
+    plan = TaskPlan.parse("[TEXT:src] -> [TEXT:tgt]")
+    builder = ExampleBuilder(plan, vocab, {}, None, path, ".", with_target=False)
+    return builder.read(row, plan.templates[0], line)[encoder_slot()].text
+
+
+def test_text_value_reads_text_and_numbers(vocab):
+    assert text_value(vocab, {"src": "hello"}, "d.jsonl", 3) == "hello"
+    assert text_value(vocab, {"src": 42}, "d.jsonl", 3) == "42"
+    assert text_value(vocab, {"src": 2.5}, "d.jsonl", 3) == "2.5"
+
+
+def test_text_value_missing_column_lists_the_row_columns(vocab):
     with pytest.raises(DataError) as info:
-        text_value({"source": "x", "tgt": "y"}, slot, "data/train.jsonl", 7)
+        text_value(vocab, {"source": "x", "tgt": "y"}, "data/train.jsonl", 7)
     error = info.value
     assert (error.path, error.line, error.column) == ("data/train.jsonl", 7, "src")
     assert str(error).startswith("data/train.jsonl, line 7, column 'src': ")
@@ -186,7 +198,7 @@ def test_text_value_missing_column_lists_the_row_columns():
 
 @pytest.mark.parametrize("value,kind", [(None, "NoneType"), (["a"], "list"), ({"a": 1}, "dict"),
                                         (True, "bool")])
-def test_text_value_rejects_non_text(value, kind):
+def test_text_value_rejects_non_text(vocab, value, kind):
     with pytest.raises(DataError, match=f"expected text for .*found {kind}") as info:
-        text_value({"src": value}, encoder_slot(), "d.jsonl", 2)
+        text_value(vocab, {"src": value}, "d.jsonl", 2)
     assert (info.value.line, info.value.column) == (2, "src")

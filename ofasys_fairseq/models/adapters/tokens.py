@@ -1,21 +1,20 @@
-"""Text adapter: token ids -> embeddings plus learned positions."""
+"""Token adapter: the text stream's token ids -> embeddings plus learned positions."""
 import torch.nn as nn
 from fairseq.modules import PositionalEmbedding
 from torch import Tensor
 
-from .base import AdapterOutput, Modality
+from ...modalities.base import AdapterOutput
 
 
-class TextAdapter(nn.Module):
-    """Embeds the merged text sequence of one side (prompt text and TEXT slots).
+class TokenAdapter(nn.Module):
+    """Embeds the encoder's token stream: the instruction's literal text and the tokens
+    of every token-like slot, merged into one sequence (as OFA).
 
     Args:
         embed_tokens: the vocabulary embedding, shared with the decoder input and
             its output projection.
         max_positions: the longest sequence to embed.
     """
-
-    modality = Modality.TEXT
 
     def __init__(self, embed_tokens: nn.Embedding, max_positions: int):
         super().__init__()

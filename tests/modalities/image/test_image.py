@@ -11,8 +11,10 @@ from PIL import Image
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from ofasys_fairseq.data.image import (IMAGE_RECIPES, IMAGENET_MEAN, CropKeepingBoxes,
-                                       DecodedImage, ImagePreprocessor, _resize, decode_image)
+from ofasys_fairseq.modalities.image.decode import DecodedImage, decode_image
+from ofasys_fairseq.modalities.image.preprocess import (IMAGE_RECIPES, IMAGENET_MEAN,
+                                                        CropKeepingBoxes, ImagePreprocessor,
+                                                        _resize)
 
 SIZE = 32  # output side of the preprocessors
 BACKGROUND = (255, 255, 255)

@@ -9,9 +9,10 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from ofasys_fairseq.data.box import (BOX_LENGTH, check_box_inside, dequantize, format_box,
-                                     parse_box, quantize)
-from ofasys_fairseq.data.image import _resize
+from ofasys_fairseq.modalities.box.modality import (BOX_LENGTH, check_box_inside,
+                                                    dequantize, format_box, parse_box,
+                                                    quantize)
+from ofasys_fairseq.modalities.image.preprocess import _resize
 
 # --- parse_box -----------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
-"""VisualReader: a row's IMAGE and BOX slots read, moved together and quantized, and
-bad cells reported as DataError located by file, line and column."""
+"""ExampleBuilder on IMAGE and BOX slots: a row's image and boxes read, moved together
+and quantized, and bad cells reported as DataError located by file, line and column."""
 import base64
 import io
 
@@ -8,14 +8,18 @@ import pytest
 import torch
 from PIL import Image
 
-from ofasys_fairseq.data.box import quantize
+from ofasys_fairseq.data.example_builder import ExampleBuilder
 from ofasys_fairseq.data.table import DataError
-from ofasys_fairseq.data.visual_inputs import NO_VISUAL_INPUTS, VisualReader
-from ofasys_fairseq.models.adapters.image import ImageGeometry
+from ofasys_fairseq.data.vocabulary import Vocabulary, train_sentencepiece
+from ofasys_fairseq.modalities.box import bin_symbol, quantize
+from ofasys_fairseq.modalities.image.adapter import ImageGeometry
 from ofasys_fairseq.plan import TaskPlan
 
 GEOMETRY = ImageGeometry(64, 16)
 NUM_BINS = 100
+VOCAB = Vocabulary(train_sentencepiece(["the red box which region does the text describe"], 60),
+                   [bin_symbol(k) for k in range(NUM_BINS)])
+FIRST_BIN = VOCAB.dictionary.index(bin_symbol(0))
 DATA_FILE = "data/train.jsonl"
 LINE = 7
 GROUNDING = '[IMAGE:img{attrs}] which region does the text " [TEXT:t] " describe? -> [BOX:b]'
@@ -28,9 +32,25 @@ def template(attrs: str = ""):
     return TaskPlan.parse(GROUNDING.format(attrs=attrs)).templates[0]
 
 
-def reader(base_dir, train=False, with_target=True, adaptor="resnet"):
-    return VisualReader(GEOMETRY, adaptor, NUM_BINS, str(base_dir), DATA_FILE, train,
-                        with_target)
+def reader(base_dir, train=False, with_target=True, adaptor="resnet", geometry=GEOMETRY):
+    """An ExampleBuilder for GROUNDING rows of a data file in ``base_dir``."""
+    settings = {"IMAGE": {"image_size": geometry.image_size,
+                          "vit_patch_size": geometry.vit_patch_size, "image_adaptor": adaptor},
+                "BOX": {"num_bins": NUM_BINS}}
+    return ExampleBuilder(TaskPlan.parse(GROUNDING.format(attrs="")), VOCAB, settings, None,
+                          DATA_FILE, str(base_dir), train, with_target)
+
+
+def image_of(example):
+    """The (adapter, pixels) of the example's one image slot."""
+    (feature,) = example.features
+    assert feature.slot == 0 and feature.modality == "IMAGE"
+    return feature.adapter, feature.values
+
+
+def bins(example):
+    """The target's location tokens as bins."""
+    return [t - FIRST_BIN for t in example.target]
 
 
 @pytest.fixture
@@ -60,82 +80,84 @@ def expected_bins(box=BOX):
     return quantize(resized, GEOMETRY.image_size, NUM_BINS)
 
 
-# --- read ----------------------------------------------------------------------------
+# --- build ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("source", ["path", "base64"])
 def test_read_grounding_row(tmp_path, images, source):
     plan = template()
-    out = reader(tmp_path).read(row(images[source]), plan, LINE)
-    assert list(out.images) == ["image_resnet"]
-    (pixels,) = out.images["image_resnet"]
+    out = reader(tmp_path).build(row(images[source]), plan, LINE)
+    adapter, pixels = image_of(out)
+    assert adapter == "image_resnet"
     assert pixels.shape == (3, 64, 64) and pixels.dtype == torch.uint8
-    box_slot = plan.target
-    assert out.boxes == {box_slot: BOX}
-    assert out.box_bins == {box_slot: expected_bins()}
-    assert out.original_size == (WIDTH, HEIGHT)
+    assert out.reference == BOX  # the target as read: pixels of the original image
+    assert bins(out) == expected_bins()
+    assert out.target_input == out.target
+    assert out.output_context == (WIDTH, HEIGHT)
     # the bins point at the red pixels
-    x0, y0, x1, y1 = (k / (NUM_BINS - 1) * 64 for k in out.box_bins[box_slot])
+    x0, y0, x1, y1 = (k / (NUM_BINS - 1) * 64 for k in bins(out))
     red = (pixels.permute(1, 2, 0).int() - torch.tensor(RED)).abs().max(-1).values < 60
     inside = red[round(y0) + 1:round(y1) - 1, round(x0) + 1:round(x1) - 1]
     assert inside.all() and red.sum() <= (x1 - x0 + 2) * (y1 - y0 + 2)
 
 
 def test_vit_adaptor_slot(tmp_path, images):
-    out = reader(tmp_path).read(row(images["path"]), template(",adaptor=vit"), LINE)
-    assert list(out.images) == ["image_vit"]
-    assert out.images["image_vit"][0].shape == (3, 64, 64)
-    # and the reader's default adaptor applies to slots without adaptor=
-    out = reader(tmp_path, adaptor="vit").read(row(images["path"]), template(), LINE)
-    assert list(out.images) == ["image_vit"]
+    out = reader(tmp_path).build(row(images["path"]), template(",adaptor=vit"), LINE)
+    adapter, pixels = image_of(out)
+    assert adapter == "image_vit" and pixels.shape == (3, 64, 64)
+    # and the run's default adaptor applies to slots without adaptor=
+    out = reader(tmp_path, adaptor="vit").build(row(images["path"]), template(), LINE)
+    assert image_of(out)[0] == "image_vit"
 
 
 def test_json_list_box_and_absolute_path(tmp_path, images):
-    out = reader("/nonexistent").read(
+    out = reader("/nonexistent").build(
         row(str(tmp_path / images["path"]), box="[24, 9, 72, 39]"), template(), LINE)
-    assert list(out.box_bins.values()) == [expected_bins()]
+    assert bins(out) == expected_bins()
 
 
 def test_without_target_the_box_column_is_not_needed(tmp_path, images):
     plan = template()
-    out = reader(tmp_path, with_target=False).read(row(images["path"], box=None), plan, LINE)
-    assert out.images["image_resnet"][0].shape == (3, 64, 64)
-    assert out.box_bins == {} and out.boxes == {}
-    assert out.original_size == (WIDTH, HEIGHT)
+    out = reader(tmp_path, with_target=False).build(row(images["path"], box=None), plan, LINE)
+    assert image_of(out)[1].shape == (3, 64, 64)
+    assert out.target is None and out.reference is None
+    assert out.output_context == (WIDTH, HEIGHT)  # what a decoded box is mapped back with
     # not even a bad one is looked at
-    out = reader(tmp_path, with_target=False).read(row(images["path"], box="1,2,3"), plan, LINE)
-    assert out.box_bins == {}
+    out = reader(tmp_path, with_target=False).build(row(images["path"], box="1,2,3"), plan, LINE)
+    assert out.target is None
 
 
 def test_template_without_images():
-    plan = TaskPlan.parse("[TEXT:src] -> [TEXT:tgt]").templates[0]
-    assert reader("/tmp").read({"src": "x", "tgt": "y"}, plan, LINE) is NO_VISUAL_INPUTS
+    plan = TaskPlan.parse("[TEXT:src] -> [TEXT:tgt]")
+    builder = ExampleBuilder(plan, VOCAB, {}, None, DATA_FILE, "/tmp")
+    out = builder.build({"src": "the box", "tgt": "red"}, plan.templates[0], LINE)
+    assert out.features == () and out.output_context is None
 
 
 def test_eval_read_is_deterministic_and_training_follows_the_seed(tmp_path, images):
     plan = template(",preprocess=grounding")
     evaluation = reader(tmp_path)
-    a = evaluation.read(row(images["path"]), plan, LINE, seed=1)
-    b = evaluation.read(row(images["path"]), plan, LINE, seed=2)
-    assert torch.equal(a.images["image_resnet"][0], b.images["image_resnet"][0])
-    assert a.box_bins == b.box_bins == {plan.target: expected_bins()}
+    a = evaluation.build(row(images["path"]), plan, LINE, seed=1)
+    b = evaluation.build(row(images["path"]), plan, LINE, seed=2)
+    assert torch.equal(image_of(a)[1], image_of(b)[1])
+    assert bins(a) == bins(b) == expected_bins()
     training = reader(tmp_path, train=True)
-    runs = [training.read(row(images["path"]), plan, LINE, seed=s) for s in (5, 5, 6, 7, 8)]
-    assert torch.equal(runs[0].images["image_resnet"][0], runs[1].images["image_resnet"][0])
-    assert runs[0].box_bins == runs[1].box_bins
-    assert len({tuple(r.box_bins[plan.target]) for r in runs}) > 1
+    runs = [training.build(row(images["path"]), plan, LINE, seed=s) for s in (5, 5, 6, 7, 8)]
+    assert torch.equal(image_of(runs[0])[1], image_of(runs[1])[1])
+    assert bins(runs[0]) == bins(runs[1])
+    assert len({tuple(bins(r)) for r in runs}) > 1
     # the seed does not disturb the global generator
     torch.manual_seed(0)
     expected = torch.rand(3)
     torch.manual_seed(0)
-    training.read(row(images["path"]), plan, LINE, seed=9)
+    training.build(row(images["path"]), plan, LINE, seed=9)
     assert torch.equal(torch.rand(3), expected)
 
 
 def test_mask_ratio_slot(tmp_path, images):
-    plain = reader(tmp_path).read(row(images["path"]), template(), LINE)
-    masked = reader(tmp_path).read(row(images["path"]), template(",mask_ratio=0.25"), LINE)
-    changed = (plain.images["image_resnet"][0] != masked.images["image_resnet"][0]).any(0)
+    plain = reader(tmp_path).build(row(images["path"]), template(), LINE)
+    masked = reader(tmp_path).build(row(images["path"]), template(",mask_ratio=0.25"), LINE)
+    changed = (image_of(plain)[1] != image_of(masked)[1]).any(0)
     assert 0 < changed.sum() <= 32 * 32 and not changed[:16].any() and not changed[48:].any()
 
 
@@ -153,27 +175,27 @@ def assert_located(info, column, *phrases):
 
 def test_missing_image_file(tmp_path, images):
     with pytest.raises(DataError) as info:
-        reader(tmp_path).read(row("img/missing.png"), template(), LINE)
+        reader(tmp_path).build(row("img/missing.png"), template(), LINE)
     assert_located(info, "img", "no such image file", str(tmp_path / "img" / "missing.png"))
 
 
 def test_corrupt_image(tmp_path, images):
     with pytest.raises(DataError) as info:
-        reader(tmp_path).read(row(images["corrupt"]), template(), LINE)
+        reader(tmp_path).build(row(images["corrupt"]), template(), LINE)
     assert_located(info, "img", "cannot decode", "corrupt.jpg")
 
 
 @pytest.mark.parametrize("box", ["24,8,100,40", "24,8,72,49", "-1,8,72,40"])
 def test_box_outside_the_image(tmp_path, images, box):
     with pytest.raises(DataError) as info:
-        reader(tmp_path).read(row(images["path"], box=box), template(), LINE)
+        reader(tmp_path).build(row(images["path"], box=box), template(), LINE)
     assert_located(info, "b", f"outside the {WIDTH}x{HEIGHT} image")
 
 
 @pytest.mark.parametrize("box", ["24,8,72", "24,8,72,40,1", "[1, 2]"])
 def test_wrong_number_of_coordinates(tmp_path, images, box):
     with pytest.raises(DataError) as info:
-        reader(tmp_path).read(row(images["path"], box=box), template(), LINE)
+        reader(tmp_path).build(row(images["path"], box=box), template(), LINE)
     assert_located(info, "b", "expected 4 coordinates")
 
 
@@ -186,31 +208,31 @@ def test_wrong_number_of_coordinates(tmp_path, images, box):
 ])
 def test_missing_or_empty_cells(tmp_path, images, cells, column, phrase):
     with pytest.raises(DataError) as info:
-        reader(tmp_path).read(cells, template(), LINE)
+        reader(tmp_path).build(cells, template(), LINE)
     assert_located(info, column, phrase)
 
 
 def test_line_none_is_allowed(tmp_path, images):
     with pytest.raises(DataError) as info:
-        reader(tmp_path).read(row("img/missing.png"), template(), None)
+        reader(tmp_path).build(row("img/missing.png"), template(), None)
     assert info.value.line is None and info.value.column == "img"
 
 
-# --- check ---------------------------------------------------------------------------------
+# --- read: the scan of a whole file --------------------------------------------------------------
 
 
-def checked(visual: VisualReader, cells, plan, decode: bool):
-    """The dataset's scan: decode the images once when validating, then check the boxes."""
-    size = visual.decoded_size(cells, plan, LINE) if decode else None
-    return visual.check(cells, plan, LINE, size)
+def checked(builder: ExampleBuilder, cells, plan, decode: bool):
+    """The dataset's scan: every cell read (images decoded only when validating), boxes
+    checked against decoded images."""
+    return builder.read(cells, plan, LINE, decode)
 
 
 def test_check_with_decode_finds_corrupt_images_and_boxes_outside(tmp_path, images):
     plan = template()
-    out = checked(reader(tmp_path), row(images["path"]), plan, decode=True)
-    assert out.original_size == (WIDTH, HEIGHT)
-    assert out.boxes == {plan.target: BOX}
-    assert list(out.box_bins) == [plan.target] and len(out.box_bins[plan.target]) == 4
+    values = checked(reader(tmp_path), row(images["path"]), plan, decode=True)
+    assert values[plan.feature_slots[0]].original_size == (WIDTH, HEIGHT)
+    assert values[plan.target] == BOX
+    assert reader(tmp_path).shape(values, plan).decoder == 4 + 1  # four bins, then </s>
     with pytest.raises(DataError) as info:
         checked(reader(tmp_path), row(images["corrupt"]), plan, decode=True)
     assert_located(info, "img", "cannot decode")
@@ -224,8 +246,9 @@ def test_check_with_decode_finds_corrupt_images_and_boxes_outside(tmp_path, imag
 
 def test_check_without_decode_only_parses_boxes(tmp_path, images):
     plan = template()
-    out = checked(reader(tmp_path), row(images["corrupt"]), plan, decode=False)
-    assert out.boxes == {plan.target: BOX} and out.original_size is None
+    values = checked(reader(tmp_path), row(images["corrupt"]), plan, decode=False)
+    assert values[plan.target] == BOX
+    assert values[plan.feature_slots[0]] == images["corrupt"]  # the cell, not decoded
     # a box outside the image cannot be seen without decoding it
     checked(reader(tmp_path), row(images["path"], box="0,0,970,10"), plan, decode=False)
     with pytest.raises(DataError) as info:
@@ -235,13 +258,17 @@ def test_check_without_decode_only_parses_boxes(tmp_path, images):
 
 def test_check_without_target(tmp_path, images):
     plan = template()
-    out = checked(reader(tmp_path, with_target=False), row(images["path"], box=None), plan,
-                  decode=True)
-    assert out.boxes == {} and out.original_size == (WIDTH, HEIGHT)
+    values = checked(reader(tmp_path, with_target=False), row(images["path"], box=None), plan,
+                     decode=True)
+    assert plan.target not in values
+    assert values[plan.feature_slots[0]].original_size == (WIDTH, HEIGHT)
 
 
-def test_num_patches(tmp_path):
-    assert reader(tmp_path).num_patches(template()) == 16
-    assert reader(tmp_path).num_patches(template(",adaptor=vit")) == 16
-    assert VisualReader(ImageGeometry(64, 8), "vit", NUM_BINS, str(tmp_path), DATA_FILE,
-                        False).num_patches(template()) == 64
+def test_num_patches(tmp_path, images):
+    def patches(builder, plan):
+        return builder.shape(builder.read(row(images["path"]), plan, LINE, False), plan).features
+
+    assert patches(reader(tmp_path), template()) == [16]
+    assert patches(reader(tmp_path), template(",adaptor=vit")) == [16]
+    assert patches(reader(tmp_path, adaptor="vit", geometry=ImageGeometry(64, 8)),
+                   template()) == [64]

@@ -1,0 +1,31 @@
+"""Modalities as plug-ins: one module per slot type, and the registry the core goes
+through (see ``base.py`` for what a modality defines).
+
+The built-in TEXT, IMAGE and BOX register here, then the types only declared so far.
+"""
+from dataclasses import dataclass
+
+from .base import Context, Corpus, Modality, TargetTokens, TokenConstraint
+from .box import BoxModality, BoxOptions
+from .declared import DECLARED
+from .image import ImageModality, ImageModelOptions, ImageOptions
+from .registry import get_modality, register_modality, registered_modalities
+from .text import TextModality
+
+for _modality in (TextModality(), ImageModality(), BoxModality(), *DECLARED):
+    register_modality(_modality)
+
+
+@dataclass
+class ModalityTaskOptions(ImageOptions, BoxOptions):
+    """The built-in modalities' task options (``--image-size``, ``--num-bins``, ...)."""
+
+
+@dataclass
+class ModalityModelOptions(ImageModelOptions):
+    """The built-in modalities' model options (``--resnet-depth``)."""
+
+
+__all__ = ["Context", "Corpus", "Modality", "ModalityModelOptions", "ModalityTaskOptions",
+           "TargetTokens", "TokenConstraint", "get_modality", "register_modality",
+           "registered_modalities"]

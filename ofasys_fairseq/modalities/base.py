@@ -1,0 +1,261 @@
+"""What a modality is: the one object the core asks about a slot type.
+
+An instruction slot ``[IMAGE:img]`` names a modality. Everything that type means lives
+in one ``Modality`` object, registered under its name (``registry.py``): the plan asks
+it where a slot may stand and which attribute values exist, the dataset asks it to read
+and check a cell and turn it into model input, the model asks it for its adapters, the
+task asks it for decoding constraints, postprocessing, metrics and
+what to store in the checkpoint. The core never names a modality.
+
+Input side, two kinds (``input_kind``):
+
+* ``"tokens"``: the slot becomes token ids of the shared vocabulary that join the text
+  stream (TEXT, BOX's location tokens; later PHONE, STRUCT, image codes);
+* ``"features"``: the slot becomes a tensor that an adapter of the modality embeds into
+  a sequence of encoder positions (IMAGE; later AUDIO, VIDEO, MOTION).
+
+Output side (``output_kind``): ``"tokens"``: target token ids, decoded by fairseq's
+SequenceGenerator under the modality's constraints, postprocessed into the user's value.
+
+A slot may be *attached* to another slot of the same template (``anchor``): a BOX holds
+pixels of an IMAGE, so the image's preprocessing moves the box with it.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import (TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, NamedTuple, Optional,
+                    Sequence, Tuple)
+
+import numpy as np
+import torch
+
+from ..decoding.label_trie import ClosedSet
+from ..instruction import AttrSpec, Slot
+
+if TYPE_CHECKING:  # only for annotations
+    from ..data.vocabulary import Vocabulary
+
+ENCODER, DECODER = "encoder", "decoder"
+MAX_FEATURE_SLOTS = 8  # feature slots per instruction: the encoder's slot embeddings
+TOKENS, FEATURES = "tokens", "features"
+
+# every slot type takes these two; their values are checked by the plan (``choices``)
+COMMON_ATTRIBUTES = {
+    "preprocess": AttrSpec("str", "name of the preprocessor that turns the column into model input"),
+    "adaptor": AttrSpec("str", "name of the adaptor that embeds this slot for the model"),
+}
+
+
+@dataclasses.dataclass
+class Context:
+    """What a modality may use while it handles slots of one run.
+
+    Args:
+        vocab: the run's shared vocabulary.
+        settings: this modality's run settings (``Modality.settings``; saved in checkpoints).
+        closed_set: the label set of a ``closed_set`` target.
+        path: the data file being read (error messages name it).
+        base_dir: where relative file paths in cells are resolved.
+        train: training (augmentation, noise) or evaluation.
+    """
+
+    vocab: "Vocabulary"
+    settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    closed_set: Optional[ClosedSet] = None
+    path: str = ""
+    base_dir: str = "."
+    train: bool = False
+
+
+class AdapterOutput(NamedTuple):
+    """What every adapter returns to the encoder."""
+
+    embeddings: torch.Tensor  # B x L x D, positions already added
+    padding_mask: torch.Tensor  # B x L, True at padding
+
+
+class TargetTokens(NamedTuple):
+    tokens: List[int]  # what the loss sees
+    input_tokens: List[int]  # what the decoder reads (a noisy copy in training)
+
+
+class Modality:
+    """Everything one slot type means. Subclass it, then ``register_modality(instance)``.
+
+    Class attributes:
+        name: the slot type, upper case (``"IMAGE"``).
+        attributes: the attributes a slot takes (``preprocess`` and ``adaptor`` are added).
+        sides: where its slots may stand: ``("encoder",)`` for inputs only.
+        choices: the values that ``str`` attributes may take (first: the default).
+        input_kind: ``"tokens"`` or ``"features"``.
+        output_kind: ``"tokens"``, or None when it cannot be a target.
+        implemented: False for a type whose grammar is declared ahead of its
+            implementation: instructions parse, and the plan refuses them.
+    """
+
+    name: str = ""
+    attributes: Mapping[str, AttrSpec] = {}
+    sides: Tuple[str, ...] = (ENCODER, DECODER)
+    choices: Mapping[str, Tuple[str, ...]] = {}
+    input_kind: str = TOKENS
+    output_kind: Optional[str] = TOKENS
+    implemented: bool = True
+    trains_vocabulary: bool = False  # its cells' texts train the sentencepiece model
+    # architecture name -> this modality's option defaults for it (``--arch``)
+    architecture_defaults: Mapping[str, Mapping[str, Any]] = {}
+
+    def all_attributes(self) -> Dict[str, AttrSpec]:
+        return {**COMMON_ATTRIBUTES, **self.attributes}
+
+    # -- the plan ----------------------------------------------------------------------------
+    def check_slot(self, slot: Slot, template) -> Optional[Tuple[int, str]]:
+        """A rule that involves other slots of ``template`` (a ``TemplatePlan``):
+        ``(position, message)`` if ``slot`` breaks it, else None."""
+        return None
+
+    def anchor(self, slot: Slot, template) -> Optional[Slot]:
+        """The slot whose content this one describes (its preprocessing moves this one)."""
+        return None
+
+    # -- run settings --------------------------------------------------------------------------
+    def settings(self, cfg) -> Dict[str, Any]:
+        """This modality's run settings from the task options (saved in the checkpoint)."""
+        return {}
+
+    def plan_settings(self, settings: Dict[str, Any], slots: Sequence[Slot]) -> Dict[str, Any]:
+        """``settings`` completed with what the run's ``slots`` of this modality need
+        (the adapters to build), checked; called once, when the model is first built."""
+        return settings
+
+    def settings_from_old_checkpoint(self, task_state: Mapping[str, Any]) -> Dict[str, Any]:
+        """The settings of a checkpoint written before modalities had their own (format 1)."""
+        return {}
+
+    def reserved_symbols(self, cfg) -> List[str]:
+        """Symbols this modality adds to every dictionary (after the sentencepiece pieces)."""
+        return []
+
+    # -- reading a cell --------------------------------------------------------------------------
+    def vocabulary_texts(self, cell: Any, slot: Slot) -> Sequence[str]:
+        """Texts of a training cell that the sentencepiece vocabulary is trained on."""
+        return ()
+
+    def label_text(self, value: Any, slot: Slot) -> str:
+        """A closed-set label as this modality normalizes its cells."""
+        raise ValueError(f"{self.name} targets have no closed label sets")
+
+    def read(self, cell: Any, slot: Slot, ctx: Context, decode: bool = True) -> Any:
+        """Check one cell and return its value. A ValueError says what is wrong (the
+        caller adds file, line and column). ``decode``: decode in full (items,
+        ``--validate-data``), else check only what scanning a whole file can afford."""
+        raise NotImplementedError
+
+    def check_on_anchor(self, value: Any, anchor_value: Any, slot: Slot, ctx: Context) -> None:
+        """ValueError if ``value`` does not fit its anchor's (e.g. a box outside its image)."""
+
+    # -- token inputs --------------------------------------------------------------------------
+    def num_tokens(self, value: Any, slot: Slot, ctx: Context) -> int:
+        """Tokens the slot adds to the text stream (what ``--max-tokens`` counts)."""
+        raise NotImplementedError
+
+    def tokens(self, value: Any, slot: Slot, ctx: Context,
+               rng: Optional[np.random.Generator]) -> List[int]:
+        """Token ids in the text stream; ``rng`` is given in training (noise)."""
+        raise NotImplementedError
+
+    # -- feature inputs ------------------------------------------------------------------------
+    def num_positions(self, value: Any, slot: Slot, ctx: Context) -> int:
+        """Encoder positions the slot's adapter produces (what ``--max-tokens`` counts)."""
+        raise NotImplementedError
+
+    def adapter_key(self, slot: Slot, settings: Mapping[str, Any]) -> str:
+        """The encoder's ModuleDict key of the adapter embedding this slot."""
+        raise NotImplementedError
+
+    def features(self, value: Any, slot: Slot, ctx: Context, attached: Sequence[Any],
+                 seed: Optional[int]) -> Tuple[Any, List[Any]]:
+        """The slot's input tensor, and the ``attached`` values (of the slots anchored
+        here) moved by the same preprocessing; ``seed`` drives training augmentation."""
+        raise NotImplementedError
+
+    def batch_key(self, features) -> Any:
+        """Features with equal keys are collated into one tensor (default: equal shapes)."""
+        return tuple(features.shape)
+
+    def collate(self, features: Sequence[Any]) -> Dict[str, Any]:
+        """One group's features as the adapter's keyword arguments."""
+        return {"inputs": torch.stack(list(features))}
+
+    def build_adapters(self, settings: Mapping[str, Any], model_cfg, embed_dim: int):
+        """adapter key -> module (inputs from ``collate`` -> ``AdapterOutput``)."""
+        raise NotImplementedError
+
+    # -- outputs -----------------------------------------------------------------------------------
+    def target_length(self, value: Any, slot: Slot, ctx: Context) -> int:
+        """Decoder steps of the target, end of sequence excluded."""
+        return self.num_tokens(value, slot, ctx)
+
+    def reference(self, value: Any, slot: Slot, ctx: Context) -> Any:
+        """The target as metrics compare it (and as ``OFASys.inference`` returns it)."""
+        raise NotImplementedError
+
+    def target(self, value: Any, slot: Slot, ctx: Context,
+               rng: Optional[np.random.Generator]) -> TargetTokens:
+        """The target's tokens; ``value`` as its anchor's preprocessing left it (the
+        reference comes from the value as read)."""
+        tokens = self.tokens(value, slot, ctx, None)
+        return TargetTokens(tokens, tokens)
+
+    def output_context(self, slot: Slot, template, values: Mapping[Slot, Any]) -> Any:
+        """What postprocessing one row's output needs besides its tokens (e.g. the size
+        of the image a box is drawn on), from the row's read values."""
+        return None
+
+    def constraint(self, slot: Slot, ctx: Context) -> Optional["TokenConstraint"]:
+        """What beam search may emit for the target; None: anything."""
+        return None
+
+    def postprocess(self, tokens: Sequence[int], slot: Slot, ctx: Context,
+                    output_context: Any) -> Any:
+        """Decoded target tokens (end of sequence removed) -> the user's value."""
+        raise NotImplementedError
+
+    def metrics(self, slot: Slot, template) -> List[str]:
+        """Validation metrics of this target (names in ``scoring.validation_metrics``);
+        the first is the default one."""
+        return []
+
+    def metric_stats(self, predictions: Sequence[Any], references: Sequence[Any], slot: Slot,
+                     metrics: Sequence[str], corpus: "Corpus") -> Dict[str, float]:
+        """Summable statistics of ``metrics`` for one batch of postprocessed predictions."""
+        return {}
+
+    def format_generated(self, text: str, settings: Mapping[str, Any]) -> Optional[str]:
+        """How fairseq-generate prints a detokenized output of this modality; None when
+        ``text`` is not one."""
+        return None
+
+
+class TokenConstraint:
+    """What beam search may emit next for one row, given the target tokens so far."""
+
+    def allowed(self, generated: List[int]) -> Optional[List[int]]:
+        """Token ids allowed next; None: any token."""
+        raise NotImplementedError
+
+
+class Corpus:
+    """Every reference of one evaluated data file, for corpus-level metrics (CIDEr-D's
+    document frequencies), with a cache for what modalities derive from them.
+
+    Args:
+        references: the file's references, in row order.
+    """
+
+    def __init__(self, references: Sequence[Any]):
+        self.references = list(references)
+        self.cache: Dict[str, Any] = {}
+
+
+def unique(items: Iterable) -> List:
+    return list(dict.fromkeys(items))

@@ -1,0 +1,33 @@
+"""Slot types whose grammar is declared ahead of their implementation.
+
+Instructions with them parse (with every attribute checked), and the plan refuses them
+as not supported yet. An implementation replaces the declaration by registering a
+modality of the same name.
+"""
+from ..instruction import AttrSpec
+from .base import Modality
+from .text import CLOSED_SET, MAX_LENGTH, NO_LOSS, UNCASED
+
+
+class DeclaredModality(Modality):
+    implemented = False
+
+    def __init__(self, name: str, **attributes: AttrSpec):
+        self.name, self.attributes = name, attributes
+
+
+DECLARED = [
+    DeclaredModality(
+        "AUDIO", use_mask=AttrSpec("flag", "mask spans of the input features"),
+        n_frames_per_step=AttrSpec("int", "frames predicted per decoder step", min=1)),
+    DeclaredModality("VIDEO",
+                     num_frames=AttrSpec("int", "frames sampled from each clip", min=1)),
+    DeclaredModality("PHONE", no_loss=NO_LOSS),
+    DeclaredModality("STRUCT", uncased=UNCASED, max_length=MAX_LENGTH),
+    DeclaredModality(
+        "MOTION", min_length=AttrSpec("int", "shortest motion kept, in frames", min=1),
+        max_length=AttrSpec("int", "longest motion kept, in frames", min=1),
+        sample_rate=AttrSpec("float", "frames per second after resampling", min=0,
+                             min_exclusive=True)),
+    DeclaredModality("CATEGORY", closed_set=CLOSED_SET),
+]

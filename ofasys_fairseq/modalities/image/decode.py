@@ -1,0 +1,89 @@
+"""Decoding an IMAGE cell: a file path (relative to the data file's directory, or
+absolute), base64 bytes, or a ``data:image/...;base64,`` URI, decoded with Pillow (EXIF
+orientation applied, RGB)."""
+import base64
+import binascii
+import contextlib
+import io
+import os
+from typing import NamedTuple, Optional, Tuple
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Pillow refuses "decompression bombs" above this many pixels; a corrupt header
+# claiming huge dimensions must fail as bad data, not exhaust memory.
+Image.MAX_IMAGE_PIXELS = 1 << 28
+# A base64 image is never shorter than this (the smallest PNG is ~70 bytes), so a
+# short cell that happens to use only base64 letters is read as a path.
+MIN_BASE64_LENGTH = 64
+EXIF_ORIENTATION = 0x0112
+
+
+class DecodedImage(NamedTuple):
+    image: Image.Image  # RGB, upright, possibly decoded at reduced scale (JPEG draft)
+    original_size: Tuple[int, int]  # (width, height) of the upright full-size image
+
+
+def read_image_bytes(value: str, base_dir: str) -> Tuple[bytes, str]:
+    """The encoded bytes of a cell and a short description of where they came from.
+    Raises ValueError saying what the cell was taken to be."""
+    if value.startswith("data:"):
+        header, comma, payload = value.partition(",")
+        if not comma or not header.endswith(";base64"):
+            raise ValueError("a data: URI must look like 'data:image/png;base64,<payload>'")
+        return _b64decode(payload, "the data: URI's payload"), "data: URI"
+    path = value if os.path.isabs(value) else os.path.join(base_dir, value)
+    if os.path.isfile(path):
+        with open(path, "rb") as f:
+            return f.read(), path
+    if len(value) >= MIN_BASE64_LENGTH and _looks_like_base64(value):
+        return _b64decode(value, "the base64 cell"), "base64"
+    raise ValueError(f"no such image file: {path} (the cell is neither an existing file, "
+                     f"base64, nor a data: URI)")
+
+
+def decode_image(value: str, base_dir: str, draft_size: Optional[int] = None) -> DecodedImage:
+    """Decode a cell into an upright RGB image.
+
+    Args:
+        value: the cell (path, base64 or data: URI).
+        base_dir: directory that relative paths are resolved against.
+        draft_size: let JPEG decoding skip detail finer than this final size
+            (Pillow's ``draft``; both sides stay >= draft_size).
+    """
+    data, source = read_image_bytes(value, base_dir)
+    with _decoding(source):
+        image, original_size = _open(data)
+        if draft_size is not None and image.format == "JPEG":
+            image.draft("RGB", (draft_size, draft_size))
+        image.load()  # decode now: truncated or corrupt data fails here, not later
+        ImageOps.exif_transpose(image, in_place=True)  # no copy when already upright
+    return DecodedImage(image if image.mode == "RGB" else image.convert("RGB"), original_size)
+
+
+def _open(data: bytes) -> Tuple[Image.Image, Tuple[int, int]]:
+    image = Image.open(io.BytesIO(data))
+    rotated = image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)  # quarter turns
+    return image, image.size[::-1] if rotated else image.size
+
+
+@contextlib.contextmanager
+def _decoding(source: str):
+    try:
+        yield
+    except UnidentifiedImageError:
+        raise ValueError(f"cannot decode the image ({source}): not an image format Pillow "
+                         f"reads") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise ValueError(f"cannot decode the image ({source}): {error}") from None
+
+
+def _looks_like_base64(value: str) -> bool:
+    return all(c.isalnum() or c in "+/=\n\r" for c in value)
+
+
+def _b64decode(payload: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(payload, validate=False)
+    except (binascii.Error, ValueError) as error:
+        raise ValueError(f"{what} is not valid base64: {error}") from None

@@ -1,0 +1,202 @@
+"""TEXT: a cell of text, as sentencepiece tokens of the shared vocabulary.
+
+In the encoder its tokens join the text stream (BART span masking and random-token
+noise in training); as a target it is free text (BLEU, plus CIDEr-D for text about
+feature inputs such as images) or, with ``closed_set``, one of a label set (accuracy;
+decoding restricted to the labels' token trie).
+"""
+import unicodedata
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence
+
+import numpy as np
+import sacrebleu
+
+from ..instruction import AttrSpec, Slot
+from ..scoring.cider import CiderD
+from ..scoring.validation_metrics import BLEU_ORDER
+from .base import (DECODER, ENCODER, FEATURES, Context, Corpus, Modality, TargetTokens,
+                   TokenConstraint)
+from .registry import get_modality
+
+MEAN_SPAN_LENGTH = 3.0  # BART's Poisson(lambda=3) span lengths
+
+# attributes other token types share
+NO_LOSS = AttrSpec("flag", "decoder-side context: teacher-forced, no loss on its tokens",
+                   sides=(DECODER,))
+CLOSED_SET = AttrSpec("flag", "the target is one of a fixed set of candidates", sides=(DECODER,))
+UNCASED = AttrSpec("flag", "lower-case the text before tokenizing")
+MAX_LENGTH = AttrSpec("int", "keep at most this many tokens", min=1)
+
+
+class TextValue(NamedTuple):
+    text: str  # normalized as the slot asks
+    tokens: List[int]  # encoded, cut at max_length
+
+
+def normalize_text(value: str, slot: Optional[Slot] = None) -> str:
+    """Whitespace-collapsed text, lower-cased / punctuation-free when the slot asks."""
+    if slot is not None:
+        if slot.has("uncased"):
+            value = value.lower()
+        if slot.has("no_punctuation"):
+            value = "".join(" " if unicodedata.category(c).startswith("P") else c for c in value)
+    return " ".join(value.split())
+
+
+def cell_text(cell: Any, slot: Slot) -> str:
+    """The raw text of a cell (numbers are text too); ValueError for anything else."""
+    if isinstance(cell, bool) or not isinstance(cell, (str, int, float)):
+        raise ValueError(f"expected text for {slot}, found {type(cell).__name__}")
+    return str(cell)
+
+
+def mask_spans(tokens: Sequence[int], ratio: float, mask_index: int,
+               rng: np.random.Generator) -> List[int]:
+    """BART text infilling: about ``ratio`` of the tokens, in Poisson-length spans,
+    each span replaced by a single ``<mask>``."""
+    tokens = list(tokens)
+    budget = int(round(len(tokens) * ratio))
+    if budget == 0:
+        return tokens
+    masked = np.zeros(len(tokens), dtype=bool)
+    for _ in range(4 * len(tokens)):  # bounded: overlapping spans may add nothing
+        remaining = budget - int(masked.sum())
+        if remaining <= 0:
+            break
+        length = int(min(max(rng.poisson(MEAN_SPAN_LENGTH), 1), remaining))
+        start = int(rng.integers(0, len(tokens) - length + 1))
+        masked[start:start + length] = True
+    out: List[int] = []
+    for i, token in enumerate(tokens):
+        if not masked[i]:
+            out.append(token)
+        elif i == 0 or not masked[i - 1]:
+            out.append(mask_index)
+    return out
+
+
+def replace_random_tokens(tokens: Sequence[int], ratio: float, candidates: range,
+                          rng: np.random.Generator) -> List[int]:
+    """Replace each token with a random subword with probability ``ratio``."""
+    tokens = np.asarray(tokens, dtype=np.int64)
+    if ratio <= 0 or tokens.size == 0:
+        return tokens.tolist()
+    noisy = rng.random(tokens.size) < ratio
+    tokens[noisy] = rng.integers(candidates.start, candidates.stop, int(noisy.sum()))
+    return tokens.tolist()
+
+
+class LabelConstraint(TokenConstraint):
+    """Only continuations of some label, then end of sentence."""
+
+    def __init__(self, closed_set, eos: int):
+        self.trie, self.eos = closed_set.trie, eos
+
+    def allowed(self, generated: List[int]) -> List[int]:
+        return self.trie.allowed(generated) or [self.eos]
+
+
+class TextModality(Modality):
+    name = "TEXT"
+    attributes = {
+        "no_loss": NO_LOSS,
+        "closed_set": CLOSED_SET,
+        "max_length": MAX_LENGTH,
+        "uncased": UNCASED,
+        "no_punctuation": AttrSpec("flag", "remove punctuation before tokenizing"),
+        "mask_ratio": AttrSpec("float", "fraction of tokens replaced by <mask>", min=0, max=1,
+                               sides=(ENCODER,)),
+        "noise_ratio": AttrSpec("float", "fraction of tokens replaced by random tokens", min=0,
+                                max=1),
+    }
+    choices = {"preprocess": ("text",), "adaptor": ("text",)}
+    trains_vocabulary = True
+
+    # -- cells -------------------------------------------------------------------------
+    def vocabulary_texts(self, cell, slot: Slot) -> Sequence[str]:
+        return [normalize_text(cell_text(cell, slot), slot)]
+
+    def label_text(self, value, slot: Slot) -> str:
+        return normalize_text(value, slot)
+
+    def read(self, cell, slot: Slot, ctx: Context, decode: bool = True) -> TextValue:
+        text = normalize_text(cell_text(cell, slot), slot)
+        tokens = ctx.vocab.encode(text)
+        if slot.get("max_length"):
+            tokens = tokens[:slot.get("max_length")]
+        if slot.has("closed_set") and tuple(tokens) not in ctx.closed_set.label_of:
+            raise ValueError(f"'{text}' is not one of the {len(ctx.closed_set.labels)} "
+                             f"closed-set labels of this task")
+        return TextValue(text, tokens)
+
+    # -- input -------------------------------------------------------------------------
+    def num_tokens(self, value: TextValue, slot: Slot, ctx: Context) -> int:
+        return len(value.tokens)
+
+    def tokens(self, value: TextValue, slot: Slot, ctx: Context,
+               rng: Optional[np.random.Generator]) -> List[int]:
+        tokens = value.tokens
+        if rng is not None:
+            if slot.get("mask_ratio"):
+                tokens = mask_spans(tokens, slot.get("mask_ratio"), ctx.vocab.mask_index, rng)
+            if slot.get("noise_ratio"):
+                tokens = replace_random_tokens(tokens, slot.get("noise_ratio"),
+                                               ctx.vocab.subword_ids, rng)
+        return tokens
+
+    # -- output ------------------------------------------------------------------------
+    def reference(self, value: TextValue, slot: Slot, ctx: Context) -> str:
+        if slot.has("closed_set"):
+            return ctx.closed_set.label_of[tuple(value.tokens)]
+        return ctx.vocab.decode(value.tokens)
+
+    def target(self, value: TextValue, slot: Slot, ctx: Context,
+               rng: Optional[np.random.Generator]) -> TargetTokens:
+        inputs = value.tokens
+        if rng is not None and slot.get("noise_ratio"):
+            # the decoder reads a noisy copy of its target; the loss sees the clean one
+            inputs = replace_random_tokens(value.tokens, slot.get("noise_ratio"),
+                                           ctx.vocab.subword_ids, rng)
+        return TargetTokens(value.tokens, inputs)
+
+    def constraint(self, slot: Slot, ctx: Context) -> Optional[TokenConstraint]:
+        if not slot.has("closed_set"):
+            return None
+        return LabelConstraint(ctx.closed_set, ctx.vocab.dictionary.eos())
+
+    def postprocess(self, tokens: Sequence[int], slot: Slot, ctx: Context, output_context) -> str:
+        """The text; for a closed set, the label as written in the label set."""
+        ids = tuple(int(t) for t in tokens)
+        if ctx.closed_set is not None and ids in ctx.closed_set.label_of:
+            return ctx.closed_set.label_of[ids]
+        return ctx.vocab.decode(ids)
+
+    def metrics(self, slot: Slot, template) -> List[str]:
+        """Accuracy for closed sets, BLEU for free text, and CIDEr-D when the text is
+        about a feature input (a caption of an image)."""
+        if slot.has("closed_set"):
+            return ["accuracy"]
+        described = any(get_modality(s.modality).input_kind == FEATURES for s in template.slots)
+        return ["bleu", "cider"] if described else ["bleu"]
+
+    def metric_stats(self, predictions: Sequence[str], references: Sequence[str], slot: Slot,
+                     metrics: Sequence[str], corpus: Corpus) -> Dict[str, float]:
+        stats: Dict[str, float] = {}
+        if "accuracy" in metrics:
+            stats.update(_correct=sum(p == r for p, r in zip(predictions, references)),
+                         _total=len(references))
+        if "bleu" in metrics:
+            bleu = sacrebleu.corpus_bleu(list(predictions), [list(references)])
+            stats.update(_bleu_sys_len=bleu.sys_len, _bleu_ref_len=bleu.ref_len)
+            for i in range(BLEU_ORDER):
+                stats[f"_bleu_counts_{i}"] = bleu.counts[i]
+                stats[f"_bleu_totals_{i}"] = bleu.totals[i]
+        if "cider" in metrics:
+            # CIDEr-D's document frequencies come from every reference of the file
+            if "cider" not in corpus.cache:
+                corpus.cache["cider"] = CiderD([[r] for r in corpus.references])
+            cider = corpus.cache["cider"]
+            stats.update(_cider_sum=sum(cider.score(p, [r]) for p, r in zip(predictions,
+                                                                              references)),
+                         _cider_count=len(references))
+        return stats

@@ -11,6 +11,7 @@ from PIL import Image
 from ofasys_fairseq.data.example_builder import ExampleBuilder
 from ofasys_fairseq.data.table import DataError
 from ofasys_fairseq.data.vocabulary import Vocabulary, train_sentencepiece
+from ofasys_fairseq.modalities import get_modality
 from ofasys_fairseq.modalities.box import bin_symbol, quantize
 from ofasys_fairseq.modalities.image.adapter import ImageGeometry
 from ofasys_fairseq.plan import TaskPlan
@@ -108,6 +109,24 @@ def test_vit_adaptor_slot(tmp_path, images):
     # and the run's default adaptor applies to slots without adaptor=
     out = reader(tmp_path, adaptor="vit").build(row(images["path"]), template(), LINE)
     assert image_of(out)[0] == "image_vit"
+
+
+def test_slot_size_sets_the_image_its_boxes_and_its_positions(tmp_path, images):
+    plan = template(",size=32")
+    builder = reader(tmp_path)  # the run's default: 64 px
+    out = builder.build(row(images["path"]), plan, LINE)
+    assert image_of(out)[1].shape == (3, 32, 32)
+    assert bins(out) == expected_bins()  # fractions of the image: the same bins
+    assert builder.shape(builder.read(row(images["path"]), plan, LINE, False),
+                         plan).features == [(32 // 16) ** 2]
+
+
+def test_slot_size_is_checked_against_the_patch_size():
+    settings = {"image_size": 64, "vit_patch_size": 16, "image_adaptor": "resnet"}
+    (slot,) = TaskPlan.parse("[IMAGE:img,size=40] -> [TEXT:t]").templates[0].feature_slots
+    with pytest.raises(ValueError, match=r"\[IMAGE:img,size=40\]: size=40 must be a multiple "
+                                         r"of the resnet patch size 16"):
+        get_modality("IMAGE").plan_settings(settings, [slot])
 
 
 def test_json_list_box_and_absolute_path(tmp_path, images):

@@ -4,6 +4,7 @@ import torch
 import torch.nn as nn
 from fairseq.data import Dictionary
 
+from ofasys_fairseq.modalities.image.adapter import ImageGeometry, build_image_adapter
 from ofasys_fairseq.models.adapters import AdapterOutput, TokenAdapter
 from ofasys_fairseq.models.ofasys_model import OFASysConfig, transformer_config
 from ofasys_fairseq.models.universal_encoder import TOKENS_ADAPTER, UniversalEncoder
@@ -154,3 +155,42 @@ def test_reorder_encoder_out_matches_encoding_the_reordered_batch(encoder, batch
     assert torch.equal(reordered["encoder_padding_mask"][0], direct["encoder_padding_mask"][0])
     # the original is left as it was
     assert out["encoder_out"][0].size(1) == tokens.size(0)
+
+
+# --- feature slots ----------------------------------------------------------------------------
+
+
+def test_slot_embeddings_are_all_that_tells_two_images_apart(dictionary):
+    """Two images of the same size get the same patch positions and type embedding: with
+    zero slot embeddings, swapping them only swaps their encoder outputs, and the text
+    reads the same (so no decoder could tell which came first); slot embeddings break it."""
+    torch.manual_seed(0)
+    cfg = transformer_config(OFASysConfig(embed_dim=DIM, ffn_embed_dim=64, attention_heads=4,
+                                          encoder_layers=2, decoder_layers=1, dropout=0.0,
+                                          max_source_positions=MAX_POSITIONS,
+                                          max_target_positions=MAX_POSITIONS))
+    embed = nn.Embedding(len(dictionary), DIM, dictionary.pad())
+    adapters = nn.ModuleDict({
+        TOKENS_ADAPTER: TokenAdapter(embed, MAX_POSITIONS),
+        "image_vit": build_image_adapter("vit", ImageGeometry(16, 8), DIM, resnet_depth=18)})
+    encoder = UniversalEncoder(cfg, dictionary, adapters, {"image_vit": "IMAGE"}).eval()
+    images = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
+    tokens = torch.tensor([[dictionary.bos(), 7, 8, dictionary.eos()]] * 2)
+    # row 0 reads (a, b), row 1 reads (b, a)
+    features = [{"adapter": "image_vit", "inputs": {"pixels": images[[0, 1, 1, 0]]},
+                 "slots": torch.tensor([[0, 0], [0, 1], [1, 0], [1, 1]])}]
+
+    def encode():
+        with torch.no_grad():
+            return encoder(tokens, features=features)["encoder_out"][0].transpose(0, 1)
+
+    patches = 4  # 16 px in 8 px patches
+    with torch.no_grad():
+        encoder.slot_embedding.weight.zero_()
+    out = encode()
+    assert torch.allclose(out[0, :patches], out[1, patches:2 * patches], atol=1e-5)
+    assert torch.allclose(out[0, 2 * patches:], out[1, 2 * patches:], atol=1e-5)  # the text
+    with torch.no_grad():
+        encoder.slot_embedding.weight.normal_(std=DIM ** -0.5)
+    out = encode()
+    assert not torch.allclose(out[0, 2 * patches:], out[1, 2 * patches:], atol=1e-3)

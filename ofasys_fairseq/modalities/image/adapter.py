@@ -7,13 +7,16 @@ Two backbones, chosen per slot (``[IMAGE:img,adaptor=vit]``) or by
 * ``vit``: a ViT-style patch embedding (one strided convolution).
 
 Both feature maps are flattened row by row, projected to the model width and
-given learned 2-D positions (a row plus a column embedding).
+given learned 2-D positions (a row plus a column embedding). The tables have the grid of
+the run's ``--image-size``; a slot of another size (``[IMAGE:img,size=64]``) gets them
+linearly interpolated to its grid, so one adapter reads images of every size.
 """
 from dataclasses import dataclass
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torchvision
 from torch import Tensor
 
@@ -27,10 +30,12 @@ IMAGE_ADAPTORS = ("resnet", "vit")
 
 @dataclass(frozen=True)
 class ImageGeometry:
-    """How images are cut into patches (saved with the task: it fixes the model's grid).
+    """How images are cut into patches (saved with the task: the default size fixes the
+    grid of the position tables).
 
     Args:
-        image_size: side of the preprocessed square image, in pixels.
+        image_size: side of the preprocessed square image, in pixels (the default of slots
+            without ``size=``).
         vit_patch_size: side of one ``vit`` patch, in pixels.
     """
 
@@ -40,12 +45,12 @@ class ImageGeometry:
     def stride(self, adaptor: str) -> int:
         return RESNET_STRIDE if adaptor == "resnet" else self.vit_patch_size
 
-    def grid(self, adaptor: str) -> int:
-        """Patches per side."""
-        return self.image_size // self.stride(adaptor)
+    def grid(self, adaptor: str, size: Optional[int] = None) -> int:
+        """Patches per side of an image of ``size`` (default: ``image_size``)."""
+        return (size or self.image_size) // self.stride(adaptor)
 
-    def num_patches(self, adaptor: str) -> int:
-        return self.grid(adaptor) ** 2
+    def num_patches(self, adaptor: str, size: Optional[int] = None) -> int:
+        return self.grid(adaptor, size) ** 2
 
     def check(self, adaptors: Sequence[str]) -> None:
         for adaptor in adaptors:
@@ -112,14 +117,20 @@ class ImageAdapter(nn.Module):
         x = pixels.to(self.mean.dtype, copy=True).sub_(self.mean).div_(self.std)  # one copy
         features = self.backbone(x)
         batch, _, height, width = features.shape
-        if (height, width) != (self.grid, self.grid):
-            raise ValueError(f"images give a {height}x{width} patch grid, but this adapter was "
-                             f"built for {self.grid}x{self.grid}: use the training image size")
         x = self.content_norm(self.project(features.flatten(2).transpose(1, 2)))  # B x L x D
-        rows = torch.arange(self.grid, device=x.device)
-        positions = (self.row_positions(rows)[:, None] + self.column_positions(rows)[None, :])
+        positions = (_resampled(self.row_positions.weight, height)[:, None]
+                     + _resampled(self.column_positions.weight, width)[None, :])
         x = x + positions.reshape(1, -1, x.size(-1))
         return AdapterOutput(x, torch.zeros(batch, x.size(1), dtype=torch.bool, device=x.device))
+
+
+def _resampled(table: Tensor, length: int) -> Tensor:
+    """A learned position table (``grid x D``) at ``length`` positions: itself, or linearly
+    interpolated with its first and last rows kept at the ends."""
+    if length == table.size(0):
+        return table
+    return F.interpolate(table.t()[None], size=length, mode="linear",
+                         align_corners=True)[0].t()
 
 
 def build_image_adapter(adaptor: str, geometry: ImageGeometry, embed_dim: int,

@@ -1,5 +1,10 @@
 """IMAGE: an input image, decoded and augmented in the data workers and embedded as a
-patch sequence by a ResNet or ViT adapter (``adaptor=``)."""
+patch sequence by a ResNet or ViT adapter (``adaptor=``).
+
+Geometry belongs to the slot: ``size=`` resizes this slot's images (default
+``--image-size``), so one run reads 16 px digits beside 256 px photos; the adapter
+interpolates its position tables to each slot's grid.
+"""
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -46,8 +51,12 @@ def geometry_of(settings) -> ImageGeometry:
 
 class ImageModality(Modality):
     name = IMAGE
-    attributes = {"mask_ratio": AttrSpec("float", "fraction of patches masked out", min=0, max=1,
-                                         sides=(ENCODER,))}
+    attributes = {
+        "mask_ratio": AttrSpec("float", "fraction of patches masked out", min=0, max=1,
+                               sides=(ENCODER,)),
+        "size": AttrSpec("int", "side in pixels this slot's images are resized to (default "
+                                "--image-size)", min=1, sides=(ENCODER,)),
+    }
     sides = (ENCODER,)  # no image generation yet
     choices = {"preprocess": tuple(IMAGE_RECIPES), "adaptor": IMAGE_ADAPTORS}
     input_kind = FEATURES
@@ -71,9 +80,15 @@ class ImageModality(Modality):
 
     def plan_settings(self, settings, slots: Sequence[Slot]) -> Dict[str, Any]:
         """The adaptors the slots use (the model builds one adapter each), checked against
-        the image geometry."""
+        the image geometry: the run's, and each slot's own size."""
         adaptors = unique(self._adaptor(s, settings) for s in slots)
-        geometry_of(settings).check(adaptors)
+        geometry = geometry_of(settings)
+        geometry.check(adaptors)
+        for slot in slots:
+            size, stride = slot.get("size"), geometry.stride(self._adaptor(slot, settings))
+            if size and size % stride:
+                raise ValueError(f"{slot}: size={size} must be a multiple of the "
+                                 f"{self._adaptor(slot, settings)} patch size {stride}")
         return {**settings, "adaptors": adaptors}
 
     def settings_from_old_checkpoint(self, task_state) -> Dict[str, Any]:
@@ -82,6 +97,10 @@ class ImageModality(Modality):
     @staticmethod
     def _adaptor(slot: Slot, settings) -> str:
         return slot.get("adaptor") or settings["image_adaptor"]
+
+    @staticmethod
+    def _size(slot: Slot, settings) -> int:
+        return slot.get("size") or settings["image_size"]
 
     # -- cells ---------------------------------------------------------------------------------
     def read(self, cell, slot: Slot, ctx: Context, decode: bool = True):
@@ -94,11 +113,12 @@ class ImageModality(Modality):
         # random crops enlarge parts of the image: decode those at full resolution
         crops = ctx.train and recipe_of(slot) != "plain"
         return decode_image(cell.strip(), ctx.base_dir,
-                            None if crops else ctx.settings["image_size"])
+                            None if crops else self._size(slot, ctx.settings))
 
     # -- features ------------------------------------------------------------------------------
     def num_positions(self, value, slot: Slot, ctx: Context) -> int:
-        return geometry_of(ctx.settings).num_patches(self._adaptor(slot, ctx.settings))
+        return geometry_of(ctx.settings).num_patches(self._adaptor(slot, ctx.settings),
+                                                     self._size(slot, ctx.settings))
 
     def adapter_key(self, slot: Slot, settings) -> str:
         return adapter_key(self._adaptor(slot, settings))
@@ -107,7 +127,7 @@ class ImageModality(Modality):
                  seed: Optional[int]) -> Tuple[torch.Tensor, List[List[float]]]:
         """``uint8`` pixels of ``size x size``; ``attached`` boxes (``x0,y0,x1,y1`` in pixels
         of the original image) come back as fractions of the output width and height."""
-        size = ctx.settings["image_size"]
+        size = self._size(slot, ctx.settings)
         preprocess = self._preprocessor(slot, size, ctx.train)
         if preprocess.is_random and seed is not None:
             # torchvision draws from torch's global CPU generator: seed it for this item only

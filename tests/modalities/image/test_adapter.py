@@ -186,13 +186,31 @@ def test_gradients_reach_the_backbone(adaptor):
         assert table.weight.grad is not None and table.weight.grad.abs().sum() > 0
 
 
-def test_wrong_image_size_names_the_grid(adaptor):
+def test_another_image_size_gets_positions_interpolated_from_the_tables(adaptor):
+    """One adapter reads every slot size: its tables (here for 64 px, a 4 x 4 grid) are
+    linearly resampled to the slot's grid, keeping their end rows."""
     adapter = build(adaptor).eval()
-    with pytest.raises(ValueError) as info:
-        adapter(random_images(1, size=32))
-    message = str(info.value)
-    assert "2x2 patch grid" in message and "built for 4x4" in message
-    assert "training image size" in message
+    small = adapter(random_images(1, size=32))
+    assert small.embeddings.shape == (1, 4, DIM) and not small.padding_mask.any()
+    large = adapter(random_images(1, size=96))
+    assert large.embeddings.shape == (1, 36, DIM)
+
+
+def test_vit_positions_of_another_size_are_the_resampled_tables():
+    adapter = build("vit").eval()
+    rows, columns = adapter.row_positions.weight, adapter.column_positions.weight
+    out = adapter(torch.full((1, 3, 96, 96), 77, dtype=torch.uint8)).embeddings[0]  # 6 x 6
+    # grid 4 -> 6: position i of 6 sits at 3 * i / 5 on the table's 0..3 axis
+    expected_rows = torch.stack([torch.lerp(rows[int(x)], rows[min(int(x) + 1, 3)], x - int(x))
+                                 for x in (3 * i / 5 for i in range(6))])
+    expected_columns = torch.stack([torch.lerp(columns[int(x)], columns[min(int(x) + 1, 3)],
+                                               x - int(x)) for x in (3 * i / 5 for i in range(6))])
+    positions = (expected_rows[:, None] + expected_columns[None, :]).reshape(36, DIM)
+    content = out - positions
+    assert torch.allclose(content, content[:1].expand_as(content), atol=1e-5)
+    # gradients reach the tables through the interpolation
+    adapter(random_images(2, size=32)).embeddings.sum().backward()
+    assert adapter.row_positions.weight.grad.abs().sum() > 0
 
 
 def test_resnet_depth_sets_the_projection():

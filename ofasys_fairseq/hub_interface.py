@@ -1,5 +1,4 @@
 """Python inference: ``OFASys.from_pretrained(path).inference(instruction, data)``."""
-import argparse
 from typing import Dict, List, Mapping, Optional, Sequence
 
 import torch
@@ -88,14 +87,7 @@ class OFASys:
             batch = dataset.collater([dataset[i] for i in range(start, min(start + batch_size,
                                                                            len(dataset)))])
             batch = utils.apply_to_sample(lambda t: t.to(self.device), batch)
-            prefix = batch["decoder_prefix"]
-            longest_prefix = 0 if prefix is None else int(prefix.ne(self.task.dictionary.pad())
-                                                           .sum(1).max())
-            generator = self.task.build_generator(
-                [self.model], argparse.Namespace(beam=beam, max_len_a=0,
-                                                 max_len_b=max_len + longest_prefix))
-            hypos = self.task.inference_step(generator, [self.model], batch)
-            for row, (sample_id, nbest) in enumerate(zip(batch["id"].tolist(), hypos)):
-                results[sample_id] = {plan.target.column: trained.output(batch, row,
-                                                                         nbest[0]["tokens"])}
+            predictions = self.task.predict(self.model, batch, beam, max_len)
+            for row, (sample_id, prediction) in enumerate(zip(batch["id"].tolist(), predictions)):
+                results[sample_id] = {plan.target.column: self.task.output(batch, row, prediction)}
         return results

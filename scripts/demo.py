@@ -137,7 +137,7 @@ def evaluate_task(name: str, spec: dict, data_dir: str, checkpoint: str, work_di
     rows = [table[i] for i in range(3)]
     plan = model.task.member(name).plan
     target = plan.target.column
-    image_columns = [s.column for s in plan.templates[0].image_slots]
+    image_columns = [s.column for s in plan.templates[0].feature_slots if s.modality == "IMAGE"]
     inputs = [{k: os.path.join(data_dir, v) if k in image_columns else v
                for k, v in row.items() if k != target} for row in rows]
     predictions = [p[target] for p in model.inference(data=inputs, beam=5, task=name)]

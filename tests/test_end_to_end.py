@@ -158,12 +158,20 @@ def test_python_api_zero_shot_instruction_and_free_text(trained):
 
 def test_hydra_train_runs_a_config_from_configs(trained, repo_root, tmp_path):
     save_dir = tmp_path / "hydra_checkpoints"
-    fairseq("hydra_train", "--config-dir", os.path.join(repo_root, "configs"),
-            "--config-name", "nli_demo", f"task.data={trained['data']}",
-            f"task.instruction='{INSTRUCTION}'",  # quoted: Hydra's grammar reserves [] "optimization.max_epoch=1",
-            f"checkpoint.save_dir={save_dir}", f"common.user_dir={USER_DIR}",
-            cwd=str(tmp_path))
-    assert (save_dir / "checkpoint_last.pt").exists()
+    log = fairseq("hydra_train", "--config-dir", os.path.join(repo_root, "configs"),
+                  "--config-name", "nli_demo", f"task.data={trained['data']}",
+                  f"task.instruction='{INSTRUCTION}'",  # quoted: Hydra's grammar reserves []
+                  "optimization.max_epoch=1", f"checkpoint.save_dir={save_dir}",
+                  f"common.user_dir={USER_DIR}", cwd=str(tmp_path))
+    # the overrides took effect: one epoch, this instruction and data, this folder
+    epochs = [int(e) for e in re.findall(r"end of epoch (\d+)", log)]
+    assert epochs == [1], log[-3000:]
+    state = torch.load(save_dir / "checkpoint_last.pt", weights_only=True)
+    assert state["cfg"]["optimization"]["max_epoch"] == 1
+    assert state["cfg"]["task"]["instruction"] == INSTRUCTION
+    assert state["cfg"]["task"]["data"] == str(trained["data"])
+    assert state["task_state"]["instruction"] == INSTRUCTION
+    assert len(valid_metrics(log)) == 1 and "accuracy" in valid_metrics(log)[0]
 
 
 LEXICON = {"red": "ruzo", "small": "piko", "cat": "mau", "dog": "kani", "sees": "vidas",

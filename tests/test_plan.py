@@ -161,3 +161,54 @@ def test_syntax_errors_come_from_the_parser_with_a_caret():
     error = failure(text)
     assert "unknown attribute 'bogus'" in error.message
     assert error.position == text.index("bogus")
+
+
+# --- rules that involve several slots, from the slots' modalities -----------------------
+
+
+def test_a_box_needs_an_image():
+    text = "[TEXT:name] -> [BOX:region]"
+    error = failure(text)
+    assert error.message == "[BOX:region] needs an IMAGE slot: box coordinates are pixels of " \
+                            "that image"
+    assert error.position == text.index("[BOX")
+
+
+def test_a_box_needs_an_image_recipe_that_moves_boxes():
+    text = "[IMAGE:img,preprocess=imagenet] where is [TEXT:name]? -> [BOX:region]"
+    error = failure(text)
+    assert "preprocess=imagenet cannot move boxes with the image (RandAugment)" in error.message
+    assert "use plain or grounding" in error.message
+    assert error.position == text.index("preprocess")
+    TaskPlan.parse(text.replace("imagenet", "grounding"))  # this one moves them
+
+
+def test_alternatives_read_the_same_images_in_the_same_order():
+    text = "[IMAGE:a] [IMAGE:b] -> [TEXT:t] ||| [IMAGE:b] [IMAGE:a] -> [TEXT:t]"
+    error = failure(text)
+    assert error.message.startswith("every alternative must read the same feature slots in "
+                                    "the same order, expected [IMAGE:a], [IMAGE:b]")
+    assert error.position == text.rindex("[IMAGE:b]")
+    error = failure("[TEXT:x] -> [TEXT:t] ||| [IMAGE:a] [TEXT:x] -> [TEXT:t]")
+    assert "expected none like the first one" in error.message
+
+
+def test_inputs_only_modalities_stay_before_the_arrow():
+    text = "[TEXT:a] -> look: [IMAGE:img,no_loss] [TEXT:t]"
+    error = failure("[TEXT:a] -> [IMAGE:img]")
+    assert error.message == "IMAGE slots are inputs only: put them before '->'"
+    assert "unknown attribute 'no_loss' for IMAGE" in failure(text).message
+
+
+def test_at_most_eight_feature_slots():
+    images = " ".join(f"[IMAGE:i{k}]" for k in range(9))
+    text = f"{images} -> [TEXT:t]"
+    error = failure(text)
+    assert error.message == "at most 8 feature slots (images, ...) per instruction"
+    assert error.position == text.index("[IMAGE:i8]")
+    TaskPlan.parse(" ".join(f"[IMAGE:i{k}]" for k in range(8)) + " -> [TEXT:t]")
+
+
+def test_feature_slots_and_their_order():
+    plan = TaskPlan.parse("[IMAGE:a] and [TEXT:x] then [IMAGE:b] -> [BOX:r]")
+    assert [s.column for s in plan.templates[0].feature_slots] == ["a", "b"]

@@ -1,10 +1,14 @@
-"""Label-smoothed cross entropy for instruction targets.
+"""The instruction criterion: label-smoothed cross entropy for token targets, the
+target modality's own loss term for continuous ones.
 
 * ``no_loss`` decoder tokens are padding in ``sample["target"]``: no loss.
 * ``closed_set`` targets are scored against the label set: at each step the
   softmax runs over the tokens the label trie allows there (smoothing spread
   over those tokens only). The allowed ids come per position from the dataset
   (``closed_set_steps``), so no dense per-sample vocabulary mask is built.
+* A continuous target (``target_frames``: frames such as TTS mel frames) is scored by its
+  modality's ``loss`` on its output head's predictions, per frame; ``ntokens`` counts
+  frames.
 * Multitask samples carry ``task_ids`` and ``loss_weights`` per row: a row's token
   losses are multiplied by its task's loss weight (the normalizer, the number of
   target tokens, is unchanged, so a weight of 2 doubles that task's gradient), and
@@ -19,6 +23,8 @@ from fairseq import metrics, utils
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
 from fairseq.dataclass import FairseqDataclass
+
+from ..modalities import get_modality
 
 
 @dataclass
@@ -63,11 +69,42 @@ class InstructionCrossEntropyCriterion(FairseqCriterion):
         self.eps = label_smoothing
 
     def forward(self, model, sample, reduce: bool = True):
+        features, _ = model(**sample["net_input"], features_only=True)
+        if "target_frames" in sample:
+            losses, sample_row = self._frame_losses(model, sample, features)
+            nll_losses = losses
+        else:
+            losses, nll_losses, sample_row = self._token_losses(model, sample, features)
+        weights = sample.get("loss_weights")
+        loss = (losses if weights is None else losses * weights[sample_row]).sum()
+        sample_size = sample["ntokens"]
+        logging_output = {
+            "loss": loss.data,
+            "nll_loss": nll_losses.sum().data,
+            "ntokens": sample["ntokens"],
+            "nsentences": sample["nsentences"],
+            "sample_size": sample_size,
+        }
+        if "task_ids" in sample:
+            logging_output.update(self._task_stats(sample["task_ids"], sample_row,
+                                                   losses.detach()))
+        return loss, sample_size, logging_output
+
+    @staticmethod
+    def _frame_losses(model, sample, features):
+        """Per-frame losses of a continuous target, by its modality, and each frame's row."""
+        target, slot = sample["target_frames"], sample["target_slot"]
+        states = features.reshape(-1, features.size(-1))[target["positions"]]
+        predicted = model.decoder.output_heads[slot.modality](states)
+        return get_modality(slot.modality).loss(predicted, target["frames"], target["stop"],
+                                                slot), target["rows"]
+
+    def _token_losses(self, model, sample, features):
+        """Per-token losses and NLL of the scored target tokens, and each token's row."""
         width = sample["target"].size(1)
         target = sample["target"].reshape(-1)
         # Project to the vocabulary only where there is a loss: no_loss prefixes are
         # often most of the decoder sequence (see benchmarks/criterion.py).
-        features, _ = model(**sample["net_input"], features_only=True)
         scored = target.ne(self.padding_idx).nonzero(as_tuple=True)[0]
         logits = model.decoder.output_layer(
             features.reshape(-1, features.size(-1))[scored]).float()
@@ -90,22 +127,7 @@ class InstructionCrossEntropyCriterion(FairseqCriterion):
             lprobs = F.log_softmax(logits[open_rows], dim=-1)
             losses[open_rows], nll_losses[open_rows] = label_smoothed_nll_loss(
                 lprobs, gold[open_rows], self.eps, ignore_index=None, reduce=False)
-
-        sample_row = torch.div(scored, width, rounding_mode="floor")
-        weights = sample.get("loss_weights")
-        loss = (losses if weights is None else losses * weights[sample_row]).sum()
-        sample_size = sample["ntokens"]
-        logging_output = {
-            "loss": loss.data,
-            "nll_loss": nll_losses.sum().data,
-            "ntokens": sample["ntokens"],
-            "nsentences": sample["nsentences"],
-            "sample_size": sample_size,
-        }
-        if "task_ids" in sample:
-            logging_output.update(self._task_stats(sample["task_ids"], sample_row,
-                                                   losses.detach()))
-        return loss, sample_size, logging_output
+        return losses, nll_losses, torch.div(scored, width, rounding_mode="floor")
 
     def _task_stats(self, task_ids: torch.Tensor, sample_row: torch.Tensor,
                     losses: torch.Tensor):

@@ -23,8 +23,8 @@ class Example(NamedTuple):
     id: int
     source: List[int]  # the text stream: bos, literals and token slots, eos
     prefix: List[int]  # forced decoder tokens, no loss
-    target: Optional[List[int]]  # None when rows have no target (inference)
-    target_input: Optional[List[int]]  # what the decoder reads for the target (maybe noisy)
+    target: Any  # token ids, or frames (T x F); None when rows have no target (inference)
+    target_input: Any  # what the decoder reads for the target (noisy tokens in training)
     reference: Any  # the target as metrics compare it; None without target
     features: Tuple[SlotFeatures, ...]  # one per feature slot, for its adapter
     output_context: Any  # what the target's postprocessing needs (an image size, ...)
@@ -124,7 +124,7 @@ class ExampleBuilder:
             return example
         target = target_modality.target(placed[target_slot], target_slot,
                                         self.contexts[target_slot.modality], rng)
-        return example._replace(target=target.tokens, target_input=target.input_tokens,
+        return example._replace(target=target.values, target_input=target.inputs,
                                 reference=self.reference(values, template))
 
     def _tokens(self, parts, placed: Mapping[Slot, Any], rng) -> List[int]:

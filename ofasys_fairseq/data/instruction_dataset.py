@@ -16,6 +16,8 @@ from fairseq.data import FairseqDataset, data_utils
 
 from ..decoding.label_trie import ClosedSet
 from ..instruction import Slot
+from ..modalities import get_modality
+from ..modalities.base import CONTINUOUS
 from ..plan import TaskPlan
 from .example_builder import Example, ExampleBuilder
 from .features import collate_features
@@ -150,21 +152,14 @@ class InstructionDataset(FairseqDataset):
     def collater(self, examples: Sequence[Example]) -> Dict[str, object]:
         if not examples:
             return {}
-        pad, eos = self.dictionary.pad(), self.dictionary.eos()
+        pad = self.dictionary.pad()
         sources = [torch.tensor(e.source) for e in examples]
-        decoder_inputs, targets, references = [], [], []
-        for e in examples:
-            decoder_inputs.append(torch.tensor([eos] + e.prefix + (e.target_input or [])))
-            if e.target is not None:
-                targets.append(torch.tensor([pad] * len(e.prefix) + e.target + [eos]))
-                references.append(e.reference)
         batch = {
             "id": torch.tensor([e.id for e in examples]),
             "nsentences": len(examples),
             "net_input": {
                 "src_tokens": data_utils.collate_tokens(sources, pad),
                 "src_lengths": torch.tensor([len(s) for s in sources]),
-                "prev_output_tokens": data_utils.collate_tokens(decoder_inputs, pad),
             },
             "decoder_prefix": self._collate_prefixes(examples),
             "closed_set": self.closed_set,
@@ -175,15 +170,59 @@ class InstructionDataset(FairseqDataset):
         features = collate_features([e.features for e in examples])
         if features:
             batch["net_input"]["features"] = features
-        if targets:
-            batch["target"] = data_utils.collate_tokens(targets, pad)
+        if get_modality(self.plan.target.modality).output_kind == CONTINUOUS:
+            self._collate_frames(examples, batch)
+        else:
+            self._collate_target_tokens(examples, batch)
+        if self.with_target:
+            batch["references"] = [e.reference for e in examples]
+        return batch
+
+    def _collate_target_tokens(self, examples, batch) -> None:
+        """The decoder reads end of sentence, the forced prefix and the target, and learns
+        the target then end of sentence (the prefix is padding there: no loss)."""
+        pad, eos = self.dictionary.pad(), self.dictionary.eos()
+        batch["net_input"]["prev_output_tokens"] = data_utils.collate_tokens(
+            [torch.tensor([eos] + e.prefix + (e.target_input or [])) for e in examples], pad)
+        batch["ntokens"] = 0
+        if self.with_target:
+            batch["target"] = data_utils.collate_tokens(
+                [torch.tensor([pad] * len(e.prefix) + e.target + [eos]) for e in examples], pad)
             batch["ntokens"] = int(batch["target"].ne(pad).sum())
-            batch["references"] = references
             if self.closed_set is not None:
                 batch["closed_set_steps"] = self._closed_set_steps(examples, batch["target"])
-        else:
-            batch["ntokens"] = 0
-        return batch
+
+    def _collate_frames(self, examples, batch) -> None:
+        """A continuous target: the decoder reads end of sentence, the forced prefix, then
+        the target's frames but the last (through the output head's pre-net, at placeholder
+        tokens); the state at position prefix + j predicts frame j and whether it is the
+        last. ``target_frames`` holds those positions (of the flattened ``B x L`` decoder
+        states), the frames, the stop flags and each frame's row."""
+        pad, eos, placeholder = self.dictionary.pad(), self.dictionary.eos(), self.dictionary.unk()
+        frames = [e.target for e in examples] if self.with_target else [None] * len(examples)
+        prev = data_utils.collate_tokens([torch.tensor(
+            [eos] + e.prefix + [placeholder] * (0 if f is None else len(f) - 1))
+            for e, f in zip(examples, frames)], pad)
+        batch["net_input"]["prev_output_tokens"] = prev
+        batch["ntokens"] = 0
+        if not self.with_target:
+            return
+        width, frame_dim = prev.size(1), frames[0].size(1)
+        inputs = torch.zeros(len(examples), width, frame_dim)
+        is_frame = torch.zeros(len(examples), width, dtype=torch.bool)
+        positions, stops, rows = [], [], []
+        for row, (e, f) in enumerate(zip(examples, frames)):
+            start = len(e.prefix)
+            inputs[row, start + 1:start + len(f)] = f[:-1]
+            is_frame[row, start + 1:start + len(f)] = True
+            positions.append(row * width + start + torch.arange(len(f)))
+            stops.append(torch.zeros(len(f)).index_fill_(0, torch.tensor([len(f) - 1]), 1.0))
+            rows.append(torch.full((len(f),), row))
+        batch["net_input"]["decoder_frames"] = {"modality": self.plan.target.modality,
+                                                "frames": inputs, "mask": is_frame}
+        batch["target_frames"] = {"positions": torch.cat(positions), "frames": torch.cat(frames),
+                                  "stop": torch.cat(stops), "rows": torch.cat(rows)}
+        batch["ntokens"] = len(batch["target_frames"]["rows"])
 
     def _collate_prefixes(self, examples) -> Optional[torch.Tensor]:
         if not any(e.prefix for e in examples):

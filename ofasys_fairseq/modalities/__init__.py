@@ -5,7 +5,7 @@ The built-in TEXT, IMAGE and BOX register here, then the types only declared so 
 """
 from dataclasses import dataclass
 
-from .base import Context, Corpus, Modality, TargetTokens, TokenConstraint
+from .base import Context, Corpus, Modality, Target, TokenConstraint
 from .box import BoxModality, BoxOptions
 from .declared import DECLARED
 from .image import ImageModality, ImageModelOptions, ImageOptions
@@ -27,5 +27,5 @@ class ModalityModelOptions(ImageModelOptions):
 
 
 __all__ = ["Context", "Corpus", "Modality", "ModalityModelOptions", "ModalityTaskOptions",
-           "TargetTokens", "TokenConstraint", "get_modality", "register_modality",
+           "Target", "TokenConstraint", "get_modality", "register_modality",
            "registered_modalities"]

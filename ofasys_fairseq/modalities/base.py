@@ -3,8 +3,8 @@
 An instruction slot ``[IMAGE:img]`` names a modality. Everything that type means lives
 in one ``Modality`` object, registered under its name (``registry.py``): the plan asks
 it where a slot may stand and which attribute values exist, the dataset asks it to read
-and check a cell and turn it into model input, the model asks it for its adapters, the
-task asks it for decoding constraints, postprocessing, metrics and
+and check a cell and turn it into model input, the model asks it for its adapters and
+output heads, the criterion for its loss term, the task for decoding constraints, postprocessing, metrics and
 what to store in the checkpoint. The core never names a modality.
 
 Input side, two kinds (``input_kind``):
@@ -14,8 +14,15 @@ Input side, two kinds (``input_kind``):
 * ``"features"``: the slot becomes a tensor that an adapter of the modality embeds into
   a sequence of encoder positions (IMAGE; later AUDIO, VIDEO, MOTION).
 
-Output side (``output_kind``): ``"tokens"``: target token ids, decoded by fairseq's
-SequenceGenerator under the modality's constraints, postprocessed into the user's value.
+Output side, two kinds (``output_kind``):
+
+* ``"tokens"``: target token ids, decoded by fairseq's SequenceGenerator under the
+  modality's constraints, postprocessed into the user's value;
+* ``"continuous"``: target frames (``T x F``). The modality brings an output head (a
+  pre-net the decoder reads previous frames through, and projections of the decoder
+  states to a frame and a stop logit: ``models/output_heads.py``), its loss term and its
+  generator (by default autoregressive frames until the stop flag:
+  ``decoding/frame_generator.py``; a diffusion sampler would be another).
 
 A slot may be *attached* to another slot of the same template (``anchor``): a BOX holds
 pixels of an IMAGE, so the image's preprocessing moves the box with it.
@@ -37,7 +44,7 @@ if TYPE_CHECKING:  # only for annotations
 
 ENCODER, DECODER = "encoder", "decoder"
 MAX_FEATURE_SLOTS = 8  # feature slots per instruction: the encoder's slot embeddings
-TOKENS, FEATURES = "tokens", "features"
+TOKENS, FEATURES, CONTINUOUS = "tokens", "features", "continuous"
 
 # every slot type takes these two; their values are checked by the plan (``choices``)
 COMMON_ATTRIBUTES = {
@@ -74,9 +81,9 @@ class AdapterOutput(NamedTuple):
     padding_mask: torch.Tensor  # B x L, True at padding
 
 
-class TargetTokens(NamedTuple):
-    tokens: List[int]  # what the loss sees
-    input_tokens: List[int]  # what the decoder reads (a noisy copy in training)
+class Target(NamedTuple):
+    values: Any  # what the loss sees: token ids, or frames (T x F)
+    inputs: Any  # what the decoder reads (a noisy copy of tokens in training)
 
 
 class Modality:
@@ -88,7 +95,7 @@ class Modality:
         sides: where its slots may stand: ``("encoder",)`` for inputs only.
         choices: the values that ``str`` attributes may take (first: the default).
         input_kind: ``"tokens"`` or ``"features"``.
-        output_kind: ``"tokens"``, or None when it cannot be a target.
+        output_kind: ``"tokens"``, ``"continuous"``, or None when it cannot be a target.
         implemented: False for a type whose grammar is declared ahead of its
             implementation: instructions parse, and the plan refuses them.
     """
@@ -200,11 +207,11 @@ class Modality:
         raise NotImplementedError
 
     def target(self, value: Any, slot: Slot, ctx: Context,
-               rng: Optional[np.random.Generator]) -> TargetTokens:
-        """The target's tokens; ``value`` as its anchor's preprocessing left it (the
-        reference comes from the value as read)."""
+               rng: Optional[np.random.Generator]) -> Target:
+        """The target's tokens (or frames); ``value`` as its anchor's preprocessing left it
+        (the reference comes from the value as read)."""
         tokens = self.tokens(value, slot, ctx, None)
-        return TargetTokens(tokens, tokens)
+        return Target(tokens, tokens)
 
     def output_context(self, slot: Slot, template, values: Mapping[Slot, Any]) -> Any:
         """What postprocessing one row's output needs besides its tokens (e.g. the size
@@ -215,9 +222,10 @@ class Modality:
         """What beam search may emit for the target; None: anything."""
         return None
 
-    def postprocess(self, tokens: Sequence[int], slot: Slot, ctx: Context,
+    def postprocess(self, prediction: Any, slot: Slot, ctx: Context,
                     output_context: Any) -> Any:
-        """Decoded target tokens (end of sequence removed) -> the user's value."""
+        """A decoded target (token ids without end of sequence, or the generated frames)
+        -> the user's value."""
         raise NotImplementedError
 
     def metrics(self, slot: Slot, template) -> List[str]:
@@ -229,6 +237,23 @@ class Modality:
                      metrics: Sequence[str], corpus: "Corpus") -> Dict[str, float]:
         """Summable statistics of ``metrics`` for one batch of postprocessed predictions."""
         return {}
+
+    # -- continuous outputs (output_kind == "continuous") ----------------------------------
+    def build_output_head(self, settings: Mapping[str, Any], embed_dim: int) -> torch.nn.Module:
+        """The module with ``embed(frames: ... x F) -> ... x D`` (what the decoder reads of
+        a frame) and ``forward(states: N x D) -> FramePrediction`` (see
+        ``models/output_heads.FrameHead``)."""
+        raise NotImplementedError
+
+    def loss(self, predicted, frames: torch.Tensor, stop: torch.Tensor,
+             slot: Slot) -> torch.Tensor:
+        """Per-frame losses (``N``) of ``predicted`` against the target ``frames`` (``N x F``)
+        and ``stop`` flags (``N``, 1 on each target's last frame)."""
+        raise NotImplementedError
+
+    def generate(self, model, sample, slot: Slot, ctx: Context, max_len: int) -> List[Any]:
+        """Each row's generated output (what ``postprocess`` reads), forced prefix excluded."""
+        raise NotImplementedError
 
     def format_generated(self, text: str, settings: Mapping[str, Any]) -> Optional[str]:
         """How fairseq-generate prints a detokenized output of this modality; None when

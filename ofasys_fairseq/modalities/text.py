@@ -14,7 +14,7 @@ import sacrebleu
 from ..instruction import AttrSpec, Slot
 from ..scoring.cider import CiderD
 from ..scoring.validation_metrics import BLEU_ORDER
-from .base import (DECODER, ENCODER, FEATURES, Context, Corpus, Modality, TargetTokens,
+from .base import (DECODER, ENCODER, FEATURES, Context, Corpus, Modality, Target,
                    TokenConstraint)
 from .registry import get_modality
 
@@ -151,13 +151,13 @@ class TextModality(Modality):
         return ctx.vocab.decode(value.tokens)
 
     def target(self, value: TextValue, slot: Slot, ctx: Context,
-               rng: Optional[np.random.Generator]) -> TargetTokens:
+               rng: Optional[np.random.Generator]) -> Target:
         inputs = value.tokens
         if rng is not None and slot.get("noise_ratio"):
             # the decoder reads a noisy copy of its target; the loss sees the clean one
             inputs = replace_random_tokens(value.tokens, slot.get("noise_ratio"),
                                            ctx.vocab.subword_ids, rng)
-        return TargetTokens(value.tokens, inputs)
+        return Target(value.tokens, inputs)
 
     def constraint(self, slot: Slot, ctx: Context) -> Optional[TokenConstraint]:
         if not slot.has("closed_set"):
@@ -166,7 +166,7 @@ class TextModality(Modality):
 
     def postprocess(self, tokens: Sequence[int], slot: Slot, ctx: Context, output_context) -> str:
         """The text; for a closed set, the label as written in the label set."""
-        ids = tuple(int(t) for t in tokens)
+        ids = tuple(tokens)
         if ctx.closed_set is not None and ids in ctx.closed_set.label_of:
             return ctx.closed_set.label_of[ids]
         return ctx.vocab.decode(ids)

@@ -1,4 +1,5 @@
-"""The OFASys model: modality adapters around one BART-style encoder-decoder."""
+"""The OFASys model: modality adapters and output heads around one BART-style
+encoder-decoder."""
 from dataclasses import dataclass, field
 
 import torch.nn as nn
@@ -6,13 +7,14 @@ from fairseq import utils
 from fairseq.dataclass import ChoiceEnum
 from fairseq.models import (FairseqEncoderDecoderModel, register_model,
                             register_model_architecture)
-from fairseq.models.transformer import TransformerConfig, TransformerDecoderBase
+from fairseq.models.transformer import TransformerConfig
 from fairseq.models.transformer.transformer_config import DecoderConfig, EncDecBaseConfig
 from omegaconf import II
 
 from ..modalities import ModalityModelOptions, get_modality, registered_modalities
-from ..modalities.base import FEATURES
+from ..modalities.base import CONTINUOUS, FEATURES
 from .adapters import TokenAdapter
+from .universal_decoder import UniversalDecoder
 from .universal_encoder import TOKENS_ADAPTER, UniversalEncoder
 
 
@@ -79,16 +81,22 @@ class OFASysModel(FairseqEncoderDecoderModel):
             if modality.input_kind == FEATURES:
                 for key, adapter in modality.build_adapters(settings, cfg, cfg.embed_dim).items():
                     adapters[key], modality_of[key] = adapter, name
+        heads = {}  # continuous outputs the model decodes: modality -> its head
+        for name, settings in task.modality_settings.items():
+            modality = get_modality(name)
+            if modality.output_kind == CONTINUOUS and settings.get("decoded"):
+                heads[name] = modality.build_output_head(settings, cfg.embed_dim)
         encoder = UniversalEncoder(layers, dictionary, nn.ModuleDict(adapters), modality_of)
-        decoder = TransformerDecoderBase(layers, dictionary, embed_tokens)
+        decoder = UniversalDecoder(layers, dictionary, embed_tokens, nn.ModuleDict(heads))
         return cls(encoder, decoder)
 
     def forward(self, src_tokens, src_lengths, prev_output_tokens, features_only: bool = False,
-                features=None):
-        # feature inputs (images, ...) are for the encoder only
+                features=None, decoder_frames=None):
+        # feature inputs (images, ...) are for the encoder; frames of a continuous target
+        # for the decoder
         encoder_out = self.encoder(src_tokens, src_lengths=src_lengths, features=features)
         return self.decoder(prev_output_tokens, encoder_out=encoder_out,
-                            features_only=features_only)
+                            features_only=features_only, decoder_frames=decoder_frames)
 
 
 def _register_size(name: str, width: int, encoder_layers: int, decoder_layers: int, heads: int):

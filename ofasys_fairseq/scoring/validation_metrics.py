@@ -4,10 +4,11 @@ Each validation batch reports sums (``_correct``, BLEU n-gram counts, ...) in it
 logging output; fairseq adds them over batches and data-parallel ranks, and the
 metric is derived from the sums, so it is a corpus score, not a mean of batch
 scores. A ``prefix`` namespaces one task's statistics in a multitask run
-(``_nli_correct`` -> ``nli_accuracy``).
+(``_nli_correct`` -> ``nli_accuracy``). A modality adds its own metrics with
+``register_metric``.
 """
 from functools import partial
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import sacrebleu
 from fairseq import metrics
@@ -19,10 +20,26 @@ BLEU_STATS = tuple([f"_bleu_counts_{i}" for i in range(BLEU_ORDER)]
 # metric -> the statistics it is derived from; the last one counts what was scored
 METRIC_STATS: Dict[str, Sequence[str]] = {
     "accuracy": ("_correct", "_total"),
-    "box_acc": ("_box_hits", "_box_total"),
     "cider": ("_cider_sum", "_cider_count"),
     "bleu": BLEU_STATS,
 }
+# metric -> the factor on sum / count (percent by default)
+METRIC_SCALES: Dict[str, float] = {}
+
+
+def register_metric(name: str, total: str, count: str, scale: float = 100.0) -> None:
+    """A metric reported as ``scale * sum(total) / sum(count)`` over validation batches.
+
+    Args:
+        name: the logged name (``--best-checkpoint-metric``, multitask ``metrics:``).
+        total: the summed statistic (e.g. ``_box_hits``).
+        count: how many were scored (e.g. ``_box_total``).
+        scale: 100 for a percentage, 1 for a mean.
+    """
+    if name in METRIC_STATS:
+        raise ValueError(f"metric {name!r} is already registered")
+    METRIC_STATS[name] = (total, count)
+    METRIC_SCALES[name] = scale
 
 
 def stat_key(key: str, prefix: str = "") -> str:
@@ -44,15 +61,15 @@ def metric_value(name: str, meters, prefix: str = "") -> float:
             smooth_method="exp")
         return round(score.score, 2)
     numerator, count = METRIC_STATS[name]
-    return round(100.0 * total(numerator) / max(total(count), 1), 2)
+    return round(METRIC_SCALES.get(name, 100.0) * total(numerator) / max(total(count), 1), 2)
 
 
-def log_metrics(logging_outputs: List[Dict[str, object]], names: Sequence[str] = tuple(METRIC_STATS),
+def log_metrics(logging_outputs: List[Dict[str, object]], names: Optional[Sequence[str]] = None,
                 prefix: str = "") -> List[str]:
-    """Log ``names`` (those with statistics in ``logging_outputs``) as ``prefix + name``;
-    returns the names logged."""
+    """Log ``names`` (default: every metric; those with statistics in ``logging_outputs``)
+    as ``prefix + name``; returns the names logged."""
     logged = []
-    for name in names:
+    for name in names or list(METRIC_STATS):
         keys = [stat_key(k, prefix) for k in METRIC_STATS[name]]
         if sum(log.get(keys[-1], 0) for log in logging_outputs) <= 0:
             continue

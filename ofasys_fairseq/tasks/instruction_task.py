@@ -28,6 +28,7 @@ from ..decoding.restricted_generator import RestrictedSequenceGenerator
 from ..instruction import Slot
 from ..modalities import (Context, Corpus, ModalityTaskOptions, get_modality,
                           registered_modalities)
+from ..modalities.base import CONTINUOUS, TOKENS
 from ..plan import TaskPlan
 from ..scoring.validation_metrics import log_metrics
 
@@ -339,7 +340,7 @@ class InstructionTask(FairseqTask):
         self.prepare()
         model = super().build_model(cfg, from_checkpoint)
         if not self.cfg.no_eval_metrics:
-            self.sequence_generator = self.build_generator(
+            self.sequence_generator = self._sequence_generator(
                 [model], argparse.Namespace(beam=self.cfg.eval_beam, max_len_a=0,
                                             max_len_b=self.cfg.eval_max_len))
         return model
@@ -347,6 +348,18 @@ class InstructionTask(FairseqTask):
     # -- decoding --------------------------------------------------------------------
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None,
                         prefix_allowed_tokens_fn=None):
+        """fairseq-generate's search for token targets (see ``_sequence_generator``); it
+        prints tokens, so a continuous target is refused here."""
+        target = self.plan.target if self.plan is not None else None
+        if target is not None and get_modality(target.modality).output_kind == CONTINUOUS:
+            raise ValueError(f"fairseq-generate writes token outputs, and {target} is "
+                             f"continuous: decode it with OFASys.inference (validation scores "
+                             f"it during training)")
+        return self._sequence_generator(models, args, seq_gen_cls, extra_gen_cls_kwargs,
+                                        prefix_allowed_tokens_fn)
+
+    def _sequence_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None,
+                            prefix_allowed_tokens_fn=None):
         """Beam search restricted to the forced prefix, then to what the target's modality
         allows, and renormalized over what is allowed (see
         ``decoding/restricted_generator.py``)."""
@@ -354,6 +367,29 @@ class InstructionTask(FairseqTask):
                                        seq_gen_cls or RestrictedSequenceGenerator,
                                        extra_gen_cls_kwargs,
                                        prefix_allowed_tokens_fn or self._allowed_tokens)
+
+    def predict(self, model, sample, beam: int, max_len: int) -> List[Any]:
+        """Each row's best output (what ``output`` reads): beam search for token targets,
+        the modality's generator for continuous ones; ``max_len`` excludes the forced
+        prefix."""
+        generator = None
+        if get_modality(sample["target_slot"].modality).output_kind != CONTINUOUS:
+            prefix = sample["decoder_prefix"]
+            longest = 0 if prefix is None else int(prefix.ne(self.dictionary.pad()).sum(1).max())
+            generator = self._sequence_generator(
+                [model], argparse.Namespace(beam=beam, max_len_a=0, max_len_b=max_len + longest))
+        return self.predictions(model, sample, generator, max_len)
+
+    def predictions(self, model, sample, generator, max_len: int) -> List[Any]:
+        """Each row's best output: by ``generator`` (a sequence generator of this task) for
+        token targets, by the modality's own generator (at most ``max_len`` frames) for
+        continuous ones."""
+        target = sample["target_slot"]
+        modality = get_modality(target.modality)
+        if modality.output_kind == CONTINUOUS:
+            return modality.generate(model, sample, target, self.context(target.modality),
+                                     max_len)
+        return [nbest[0]["tokens"] for nbest in self.inference_step(generator, [model], sample)]
 
     def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
         """Beam search with the decoder prefix forced and the target's constraint applied;
@@ -373,6 +409,14 @@ class InstructionTask(FairseqTask):
                                            constraints=constraints)
         finally:
             self._decoding = None
+        for row, nbest in enumerate(hypos):
+            if not nbest:  # a constraint kept eos away until the length limit
+                raise ValueError(
+                    f"decoding found no complete output for row {int(sample['id'][row])}: its "
+                    f"forced decoder prefix has {prefix_lengths[row]} tokens, and the target "
+                    f"could not end after it within the length limit (--eval-max-len or "
+                    f"inference's max_len, at most --max-target-positions); raise it or "
+                    f"shorten the no_loss context")
         for nbest, length in zip(hypos, prefix_lengths):
             for hypo in nbest:
                 hypo["tokens"] = hypo["tokens"][length:]
@@ -390,14 +434,17 @@ class InstructionTask(FairseqTask):
                    else state["constraint"].allowed(generated[length:]))
         return slice(None) if allowed is None else allowed
 
-    def output(self, sample, row: int, tokens: Sequence[int]) -> Any:
-        """Row ``row``'s decoded target tokens as the user's value (text, a label, a box in
-        pixels, ...), by the target's modality."""
+    def output(self, sample, row: int, prediction) -> Any:
+        """Row ``row``'s prediction (decoded target tokens, or a continuous modality's
+        frames) as the user's value (text, a label, a box in pixels, ...), by the target's
+        modality."""
         target = sample["target_slot"]
-        ids = [int(t) for t in tokens if int(t) != self.dictionary.eos()]
-        return get_modality(target.modality).postprocess(
-            ids, target, self.context(target.modality, sample["closed_set"]),
-            sample["output_context"][row])
+        modality = get_modality(target.modality)
+        if modality.output_kind == TOKENS:
+            prediction = [int(t) for t in prediction if int(t) != self.dictionary.eos()]
+        return modality.postprocess(prediction, target,
+                                    self.context(target.modality, sample["closed_set"]),
+                                    sample["output_context"][row])
 
     def build_bpe(self, args):
         if getattr(args, "_name", None):
@@ -407,19 +454,20 @@ class InstructionTask(FairseqTask):
     # -- validation metrics ----------------------------------------------------------
     def valid_step(self, sample, model, criterion):
         loss, sample_size, logging_output = super().valid_step(sample, model, criterion)
-        if self.sequence_generator is not None and sample.get("references"):
-            hypos = self.inference_step(self.sequence_generator, [model], sample)
-            logging_output.update(self.metric_stats(sample, [h[0]["tokens"] for h in hypos]))
+        if not self.cfg.no_eval_metrics and sample.get("references"):
+            predictions = self.predictions(model, sample, self.sequence_generator,
+                                           self.cfg.eval_max_len)
+            logging_output.update(self.metric_stats(sample, predictions))
         return loss, sample_size, logging_output
 
-    def metric_stats(self, sample, best: List[torch.Tensor],
+    def metric_stats(self, sample, predictions: List[Any],
                      metrics: Optional[Sequence[str]] = None) -> Dict[str, float]:
-        """Summable statistics of the decoded targets (see ``reduce_metrics``) for
+        """Summable statistics of the rows' predictions (see ``reduce_metrics``) for
         ``metrics`` (default: all the target supports)."""
         target = sample["target_slot"]
-        predictions = [self.output(sample, row, tokens) for row, tokens in enumerate(best)]
+        outputs = [self.output(sample, row, p) for row, p in enumerate(predictions)]
         return get_modality(target.modality).metric_stats(
-            predictions, sample["references"], target, metrics or self.supported_metrics(),
+            outputs, sample["references"], target, metrics or self.supported_metrics(),
             self._corpora[sample["data_path"]])
 
     def supported_metrics(self) -> List[str]:

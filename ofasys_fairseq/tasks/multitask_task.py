@@ -26,6 +26,8 @@ from ..data.task_schedule import BatchBudget, TaskSchedule
 from ..plan import TaskPlan
 from ..scoring.validation_metrics import METRIC_STATS, log_metrics, metric_value, stat_key
 from ..instruction import Slot
+from ..modalities import get_modality
+from ..modalities.base import CONTINUOUS
 from .instruction_task import (STATE_FORMAT, InstructionCommonConfig, InstructionConfig,
                                InstructionTask, upgrade_task_state)
 from .task_specs import TaskConfigError, TaskSpec, parse_task_specs
@@ -75,6 +77,12 @@ class MultitaskTask(InstructionTask):
         for member, spec in zip(self.members, specs):
             member.modality_settings = self.modality_settings  # one geometry, one model
             _check_metrics(spec, member.supported_metrics())
+            target = member.plan.target
+            if (str(cfg.batch_mode) == "mixed"
+                    and get_modality(target.modality).output_kind == CONTINUOUS):
+                raise TaskConfigError(f"task '{spec.name}': batch_mode mixed puts rows of "
+                                      f"several tasks in one batch, which a continuous target "
+                                      f"({target}) cannot share; use homogeneous or round")
 
     @classmethod
     def setup_task(cls, cfg: MultitaskConfig, **kwargs) -> "MultitaskTask":
@@ -246,10 +254,11 @@ class MultitaskTask(InstructionTask):
         # every task's statistics in every output: data-parallel sums need equal keys
         log.update({stat_key(key, f"{spec.name}_"): 0 for spec in self.specs
                     for metric in spec.metrics for key in METRIC_STATS[metric]})
-        if self.sequence_generator is not None and sample.get("references"):
+        if not self.cfg.no_eval_metrics and sample.get("references"):
             task = sample["task_index"]
-            hypos = self.inference_step(self.sequence_generator, [model], sample)
-            stats = self.members[task].metric_stats(sample, [h[0]["tokens"] for h in hypos],
+            predictions = self.predictions(model, sample, self.sequence_generator,
+                                           self.cfg.eval_max_len)
+            stats = self.members[task].metric_stats(sample, predictions,
                                                     self.specs[task].metrics)
             prefix = f"{self.specs[task].name}_"
             log.update({stat_key(k, prefix): v for k, v in stats.items()

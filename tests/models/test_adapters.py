@@ -30,16 +30,22 @@ def dictionary():
     return tiny_dictionary()
 
 
-@pytest.fixture
-def encoder(dictionary):
+def build_encoder(dictionary, feature_adapters=None, modality_of=None) -> UniversalEncoder:
+    """A 2-layer encoder of width DIM over the token adapter and ``feature_adapters``."""
     torch.manual_seed(0)
     cfg = transformer_config(OFASysConfig(embed_dim=DIM, ffn_embed_dim=64, attention_heads=4,
                                           encoder_layers=2, decoder_layers=1, dropout=0.0,
                                           max_source_positions=MAX_POSITIONS,
                                           max_target_positions=MAX_POSITIONS))
     embed = nn.Embedding(len(dictionary), DIM, dictionary.pad())
-    adapters = nn.ModuleDict({TOKENS_ADAPTER: TokenAdapter(embed, MAX_POSITIONS)})
-    return UniversalEncoder(cfg, dictionary, adapters, modality_of={}).eval()
+    adapters = nn.ModuleDict({TOKENS_ADAPTER: TokenAdapter(embed, MAX_POSITIONS),
+                              **(feature_adapters or {})})
+    return UniversalEncoder(cfg, dictionary, adapters, modality_of or {}).eval()
+
+
+@pytest.fixture
+def encoder(dictionary):
+    return build_encoder(dictionary)
 
 
 @pytest.fixture
@@ -164,16 +170,8 @@ def test_slot_embeddings_are_all_that_tells_two_images_apart(dictionary):
     """Two images of the same size get the same patch positions and type embedding: with
     zero slot embeddings, swapping them only swaps their encoder outputs, and the text
     reads the same (so no decoder could tell which came first); slot embeddings break it."""
-    torch.manual_seed(0)
-    cfg = transformer_config(OFASysConfig(embed_dim=DIM, ffn_embed_dim=64, attention_heads=4,
-                                          encoder_layers=2, decoder_layers=1, dropout=0.0,
-                                          max_source_positions=MAX_POSITIONS,
-                                          max_target_positions=MAX_POSITIONS))
-    embed = nn.Embedding(len(dictionary), DIM, dictionary.pad())
-    adapters = nn.ModuleDict({
-        TOKENS_ADAPTER: TokenAdapter(embed, MAX_POSITIONS),
-        "image_vit": build_image_adapter("vit", ImageGeometry(16, 8), DIM, resnet_depth=18)})
-    encoder = UniversalEncoder(cfg, dictionary, adapters, {"image_vit": "IMAGE"}).eval()
+    vit = build_image_adapter("vit", ImageGeometry(16, 8), DIM, resnet_depth=18)
+    encoder = build_encoder(dictionary, {"image_vit": vit}, {"image_vit": "IMAGE"})
     images = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
     tokens = torch.tensor([[dictionary.bos(), 7, 8, dictionary.eos()]] * 2)
     # row 0 reads (a, b), row 1 reads (b, a)

@@ -1,5 +1,6 @@
 """Bad input fails before training, with messages that say what and where:
 through ``InstructionTask.setup_task`` + ``load_dataset`` and through fairseq-train."""
+import argparse
 import json
 import os
 import subprocess
@@ -39,14 +40,20 @@ def data(tmp_path):
     return root
 
 
-def setup_task(data_dir, instruction, *extra):
-    """The task as fairseq-train sets it up (same parser, same config conversion)."""
+def parse_args(data_dir, instruction, *extra):
+    """fairseq-train's arguments (same parser, architecture defaults included)."""
     parser = options.get_training_parser()
-    args = options.parse_args_and_arch(parser, [
+    return options.parse_args_and_arch(parser, [
         str(data_dir), "--task", "instruction", "--instruction", instruction,
         "--arch", "ofasys_tiny", "--vocab-size", "40", "--num-bins", "4", "--cpu",
+        "--criterion", "instruction_ce",
         "--save-dir", str(os.path.join(data_dir, "..", "checkpoints")), *extra])
-    return tasks.setup_task(convert_namespace_to_omegaconf(args).task)
+
+
+def setup_task(data_dir, instruction, *extra):
+    """The task as fairseq-train sets it up (same parser, same config conversion)."""
+    return tasks.setup_task(convert_namespace_to_omegaconf(
+        parse_args(data_dir, instruction, *extra)).task)
 
 
 # --- instruction problems: at set-up, before any data is read ----------------------------
@@ -181,6 +188,48 @@ def test_closed_set_labels_for_a_free_text_target_is_an_error(data):
 def test_validation_decoding_is_on_unless_switched_off(data, flag, decodes):
     task = setup_task(data, GOOD, *flag)
     assert task.cfg.no_eval_metrics is not decodes
+
+
+def test_eval_beam_and_max_len_set_validation_decoding(data):
+    """--eval-beam and --eval-max-len reach the search that validation decodes with: an
+    untrained model never stops early, so its outputs run to the length limit."""
+    cfg = convert_namespace_to_omegaconf(parse_args(
+        data, GOOD, "--eval-beam", "3", "--eval-max-len", "2", "--embed-dim", "32",
+        "--ffn-embed-dim", "64", "--encoder-layers", "1", "--decoder-layers", "1"))
+    task = tasks.setup_task(cfg.task)
+    task.load_dataset("valid")
+    model = task.build_model(cfg.model).eval()
+    generator = task.sequence_generator
+    assert generator.beam_size == 3 and generator.max_len_b == 2
+    dataset = task.datasets["valid"]
+    sample = dataset.collater([dataset[i] for i in range(len(dataset))])
+    predictions = task.predictions(model, sample, generator, task.cfg.eval_max_len)
+    assert len(predictions) == 4
+    assert all(1 <= len(p) <= 3 and int(p[-1]) == task.dictionary.eos() for p in predictions)
+    assert max(len(p) for p in predictions) == 3  # two tokens, then the forced end
+    _, _, log = task.valid_step(sample, model, task.build_criterion(cfg.criterion))
+    # validation scored every row: the references, and outputs of two tokens at most (an
+    # untrained model may pick location tokens, which decode to no word)
+    assert log["_bleu_ref_len"] > 0 and log["_bleu_sys_len"] <= 2 * len(predictions)
+
+
+def test_an_output_with_no_room_after_its_prefix_is_a_clear_error(data):
+    """A closed-set label cannot end before the length limit when the forced prefix takes
+    the room: beam search then has no hypothesis at all, which is reported, not indexed."""
+    instruction = "[TEXT:src] -> [TEXT:src,no_loss] [TEXT:tgt,closed_set]"
+    cfg = convert_namespace_to_omegaconf(parse_args(
+        data, instruction, "--embed-dim", "32", "--ffn-embed-dim", "64", "--encoder-layers",
+        "1", "--decoder-layers", "1"))
+    task = tasks.setup_task(cfg.task)
+    task.load_dataset("valid")
+    model = task.build_model(cfg.model).eval()
+    dataset = task.datasets["valid"]
+    sample = dataset.collater([dataset[i] for i in range(len(dataset))])
+    generator = task.build_generator([model], argparse.Namespace(beam=2, max_len_a=0,
+                                                                 max_len_b=3))
+    with pytest.raises(ValueError, match=r"decoding found no complete output for row \d+: its "
+                                         r"forced decoder prefix has \d+ tokens"):
+        task.predictions(model, sample, generator, 3)
 
 
 # --- through fairseq-train itself ---------------------------------------------------------

@@ -22,6 +22,7 @@ import pytest
 import torch
 
 import ofasys_fairseq
+from ofasys_fairseq import OFASys
 from demo_data import (NLI_INSTRUCTION, SHAPES_GROUNDING_INSTRUCTION, write_digits, write_shapes,
                        write_task)
 from ofasys_fairseq.tasks.instruction_task import InstructionConfig, InstructionTask
@@ -557,10 +558,29 @@ def test_multitask_checkpoint_decodes_per_task(data, uninterrupted):
                           boxes, re.M)) == 16  # grounding's instruction
     box_pieces = re.findall(r"^H-\d+\t\S+\t(.*)$", boxes, re.M)
     assert len(box_pieces) == 16
-    # this run's model answers in location tokens, printed as fractions in D- lines
-    assert all(re.fullmatch(r"(<bin_\d+> ?)+", h) for h in box_pieces), box_pieces
-    assert all(re.fullmatch(r"(0|1)\.\d{3}(,(0|1)\.\d{3}){3}", d) for d in
-               re.findall(r"^D-\d+\t\S+\t(.*)$", boxes, re.M) if d.count(",") == 3)
+    # decoding allows exactly four location tokens, printed as fractions in D- lines, with
+    # x1 > x0 and y1 > y0 (unless x0 / y0 is already the last bin)
+    assert all(re.fullmatch(r"<bin_\d+>( <bin_\d+>){3}", h) for h in box_pieces), box_pieces
+    fractions = re.findall(r"^D-\d+\t\S+\t(.*)$", boxes, re.M)
+    assert len(fractions) == 16
+    for line in fractions:
+        assert re.fullmatch(r"[01]\.\d{3}(,[01]\.\d{3}){3}", line), line
+        x0, y0, x1, y1 = map(float, line.split(","))
+        assert (x1 > x0 or x0 == 1.0) and (y1 > y0 or y0 == 1.0), line
+
+    # from Python: the tasks' instructions, and decoding as one of them
+    model = OFASys.from_pretrained(checkpoint)
+    assert model.instructions == {"nli": NLI_INSTRUCTION,
+                                  "grounding": SHAPES_GROUNDING_INSTRUCTION}
+    rows = [{"premise": "the red cat sleeps in the park",
+             "hypothesis": "the cat sleeps in the park"}] * 2
+    assert {r["label"] for r in model.inference(task="nli", data=rows)} <= NLI_LABELS
+    with pytest.raises(ValueError, match=r"a multitask model: choose one of its tasks with "
+                                         r"task= \(nli, grounding\)"):
+        model.inference(data=rows)
+    with pytest.raises(ValueError, match=r"no task 'caption'; this model's tasks are nli, "
+                                         r"grounding"):
+        model.inference(task="caption", data=rows)
 
     failed = run(fairseq_command("generate", data / "nli", "--user-dir", USER_DIR,
                                  "--task", "instruction", "--path", checkpoint,
@@ -569,7 +589,7 @@ def test_multitask_checkpoint_decodes_per_task(data, uninterrupted):
             "(nli, grounding)") in failed, failed[-3000:]
     # a name the checkpoint lacks: the same list (in-process: it is the task's check)
     task = InstructionTask.setup_task(InstructionConfig(trained_task="caption"))
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["task_state"]
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["task_state"]
     with pytest.raises(ValueError, match=r"--trained-task 'caption' is not one of its tasks "
                                          r"\(nli, grounding\)"):
         task.load_state_dict(state)

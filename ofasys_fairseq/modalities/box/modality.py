@@ -18,12 +18,14 @@ import torch
 from fairseq.dataclass import FairseqDataclass
 
 from ...instruction import Slot
+from ...scoring.validation_metrics import register_metric
 from ..base import Context, Corpus, Modality, TokenConstraint
 from ..image import IMAGE, IMAGE_RECIPES, recipe_of
 from ..text import NO_LOSS
 from .accuracy import box_accuracy
 
 BOX_LENGTH = 4  # location tokens per box
+register_metric("box_acc", "_box_hits", "_box_total")  # Acc@IoU>=0.5, in percent
 BIN_PATTERN = re.compile(r"<bin_(\d+)>")
 LOCATIONS_PATTERN = re.compile(r"(\s*<bin_\d+>)+\s*")
 

@@ -9,10 +9,17 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from ofasys_fairseq.modalities.box.modality import (BOX_LENGTH, check_box_inside,
-                                                    dequantize, format_box, parse_box,
-                                                    quantize)
+from ofasys_fairseq.data.vocabulary import Vocabulary, train_sentencepiece
+from ofasys_fairseq.modalities import Context
+from ofasys_fairseq.modalities.box.modality import (BOX_LENGTH, BoxConstraint, BoxModality,
+                                                    bin_symbol, check_box_inside, dequantize,
+                                                    format_box, parse_box, quantize)
 from ofasys_fairseq.modalities.image.preprocess import _resize
+
+def box_context(num_bins: int) -> Context:
+    vocab = Vocabulary(train_sentencepiece(["a box"], 20), [bin_symbol(k) for k in range(num_bins)])
+    return Context(vocab, {"num_bins": num_bins})
+
 
 # --- parse_box -----------------------------------------------------------------------
 
@@ -197,3 +204,31 @@ def test_round_trip_through_flip_and_resize(width, height, side, num_bins):
         fx0, y0, fx1, y1 = dequantize(quantize(moved, side, num_bins), num_bins)
         back = np.array([(1 - fx1) * width, y0 * height, (1 - fx0) * width, y1 * height])
         assert (np.abs(back - box) <= tolerance).all(), (box, back, tolerance)
+
+
+# --- decoding a box target ----------------------------------------------------------
+
+
+def test_box_constraint_allows_exactly_four_increasing_bins_then_eos():
+    first, num_bins, eos = 10, 8, 2
+    constraint = BoxConstraint(first, num_bins, eos)
+    every_bin = list(range(first, first + num_bins))
+    assert constraint.allowed([]) == every_bin  # x0: any bin
+    assert constraint.allowed([first + 3]) == every_bin  # y0: any bin
+    assert constraint.allowed([first + 3, first + 5]) == list(range(first + 4, first + 8))  # x1 > x0
+    assert constraint.allowed([first + 3, first + 5, first + 6]) == [first + 6, first + 7]  # y1 > y0
+    assert constraint.allowed([first + 3, first + 5, first + 6, first + 7]) == [eos]
+    # x0 on the last bin: x1 can only repeat it (an empty box rather than no box at all)
+    assert constraint.allowed([first + 7, first]) == [first + 7]
+
+
+def test_box_postprocess_needs_exactly_four_location_tokens():
+    box = BoxModality()
+    context = box_context(num_bins=11)
+    first = context.vocab.dictionary.index(bin_symbol(0))
+    tokens = [first + k for k in (1, 2, 6, 10)]
+    assert box.postprocess(tokens, None, context, (200, 100)) == pytest.approx(
+        [20.0, 20.0, 120.0, 100.0])  # bins over (width, height): pixels of the original
+    assert box.postprocess(tokens[:3], None, context, (200, 100)) is None
+    assert box.postprocess(tokens + [first], None, context, (200, 100)) is None
+    assert box.postprocess([4] + tokens[1:], None, context, (200, 100)) is None  # not a bin

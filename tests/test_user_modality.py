@@ -1,0 +1,95 @@
+"""A modality defined outside the package: ``tests/fixtures/number_modality`` is a user's
+``--user-dir`` package that imports ofasys_fairseq and registers NUMBER (a sequence of
+numbers: a linear adapter as input, one-number frames as a continuous target). fairseq's
+own tools train it both ways and ``OFASys.inference`` decodes it.
+
+Each run is a subprocess, so the test process's registry stays the built-in one.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.test_end_to_end import USER_DIR, fairseq, valid_metrics
+
+pytestmark = pytest.mark.slow
+
+PLUGIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "number_modality")
+sys.path.insert(0, PLUGIN)
+from write_data import write_task  # noqa: E402  (the plugin's data, not the plugin itself)
+
+RISING = "[NUMBER:values] is the sequence rising? -> [TEXT:answer,closed_set]"
+COUNTDOWN = "count down from [TEXT:word] -> [NUMBER:countdown]"
+TRAIN_ARGS = ["--user-dir", PLUGIN, "--task", "instruction", "--arch", "ofasys_tiny",
+              "--embed-dim", "64", "--ffn-embed-dim", "128", "--attention-heads", "4",
+              "--encoder-layers", "2", "--decoder-layers", "2", "--dropout", "0.0",
+              "--criterion", "instruction_ce", "--optimizer", "adam", "--lr", "0.003",
+              "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "50", "--batch-size", "32",
+              "--vocab-size", "100", "--cpu", "--seed", "1", "--num-workers", "0",
+              "--log-format", "simple", "--log-interval", "20", "--no-epoch-checkpoints"]
+
+
+def inference(checkpoint, rows):
+    """``OFASys.inference`` in a process that imported the user's package first."""
+    script = (f"import json, sys; sys.path.insert(0, {os.path.dirname(PLUGIN)!r}); "
+              f"import number_modality; from ofasys_fairseq import OFASys; "
+              f"print(json.dumps(OFASys.from_pretrained({str(checkpoint)!r})"
+              f".inference(data={rows!r})))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_number_input_through_the_users_adapter(tmp_path):
+    data = write_task(str(tmp_path), "rising")
+    log = fairseq("train", str(data), *TRAIN_ARGS, "--instruction", RISING, "--max-epoch", "5",
+                  "--save-dir", str(tmp_path / "ck"), "--best-checkpoint-metric", "accuracy",
+                  "--maximize-best-checkpoint-metric")
+    accuracy = max(float(m["accuracy"]) for m in valid_metrics(log))
+    assert accuracy >= 85.0, log[-3000:]  # two answers: chance is 50% (95 in our runs)
+    answers = inference(tmp_path / "ck" / "checkpoint_best.pt",
+                        [{"values": "1 4 9 15"}, {"values": [19, 12, 3]}, {"values": "2,3,18"}])
+    assert [a["answer"] for a in answers] == ["rising", "falling", "rising"]
+
+
+def test_number_output_through_the_users_head_loss_and_generator(tmp_path):
+    data = write_task(str(tmp_path), "countdown")
+    log = fairseq("train", str(data), *TRAIN_ARGS, "--instruction", COUNTDOWN, "--max-epoch", "40",
+                  "--eval-max-len", "12", "--save-dir", str(tmp_path / "ck"),
+                  "--best-checkpoint-metric", "number_mae")
+    metrics = valid_metrics(log)
+    best = min(metrics, key=lambda m: float(m["number_mae"]))
+    # a model that ignores the word (always 3.5) is ~1.5 off; 0.09 and every length right
+    # in our runs
+    assert float(best["number_mae"]) <= 0.3 and float(best["number_length"]) >= 90.0, \
+        log[-3000:]
+    assert float(metrics[-1]["loss"]) < float(metrics[0]["loss"])
+
+    checkpoint = tmp_path / "ck" / "checkpoint_best.pt"
+    outputs = inference(checkpoint, [{"word": w} for w in ("two", "four", "six")])
+    for start, output in zip((2, 4, 6), outputs):
+        countdown = output["countdown"]
+        assert len(countdown) == start, outputs
+        assert countdown == pytest.approx(list(range(start, 0, -1)), abs=0.5), outputs
+
+    # fairseq-generate writes tokens: it refuses a continuous target, saying what to use
+    result = subprocess.run([sys.executable, "-m", "fairseq_cli.generate", str(data),
+                             "--user-dir", PLUGIN, "--task", "instruction", "--path",
+                             str(checkpoint), "--gen-subset", "valid", "--cpu"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "decode it with OFASys.inference" in result.stderr, result.stderr[-3000:]
+
+
+def test_without_the_users_package_the_type_is_unknown(tmp_path):
+    data = write_task(str(tmp_path), "rising")
+    args = [USER_DIR if a == PLUGIN else a for a in TRAIN_ARGS]
+    result = subprocess.run([sys.executable, "-m", "fairseq_cli.train", str(data), *args,
+                             "--instruction", RISING, "--max-epoch", "1",
+                             "--save-dir", str(tmp_path / "ck")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "unknown type 'NUMBER'" in result.stderr, result.stderr[-3000:]

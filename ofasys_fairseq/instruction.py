@@ -318,7 +318,10 @@ class _Parser:
         if not name:
             self.fail("missing type: a slot starts with its TYPE, e.g. [TEXT:column]", at)
         # Upper-case first so that '[text:a]' suggests 'TEXT'.
-        self.fail(f"unknown type {name!r} ({_did_you_mean(name.upper(), MODALITIES)})", at)
+        hint = _did_you_mean(name.upper(), MODALITIES)
+        if hint.startswith("expected"):
+            hint += "; a type of your own is registered by importing its package (--user-dir)"
+        self.fail(f"unknown type {name!r} ({hint})", at)
 
     def column(self, colon_at: int, raw: str) -> str:
         at, column = _stripped(colon_at + 1, raw)

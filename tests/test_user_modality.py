@@ -75,6 +75,14 @@ def test_number_output_through_the_users_head_loss_and_generator(tmp_path):
         assert len(countdown) == start, outputs
         assert countdown == pytest.approx(list(range(start, 0, -1)), abs=0.5), outputs
 
+    # without the package that defines NUMBER, loading the checkpoint says what is missing
+    result = subprocess.run([sys.executable, "-c", f"from ofasys_fairseq import OFASys; "
+                             f"OFASys.from_pretrained({str(checkpoint)!r})"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "unknown type 'NUMBER'" in result.stderr and "registered by importing its " \
+        "package (--user-dir)" in result.stderr, result.stderr[-3000:]
+
     # fairseq-generate writes tokens: it refuses a continuous target, saying what to use
     result = subprocess.run([sys.executable, "-m", "fairseq_cli.generate", str(data),
                              "--user-dir", PLUGIN, "--task", "instruction", "--path",

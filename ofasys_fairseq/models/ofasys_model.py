@@ -11,7 +11,7 @@ from fairseq.models.transformer import TransformerConfig
 from fairseq.models.transformer.transformer_config import DecoderConfig, EncDecBaseConfig
 from omegaconf import II
 
-from ..modalities import ModalityModelOptions, get_modality, registered_modalities
+from ..modalities import ModalityModelOptions, registered_modalities
 from ..modalities.base import CONTINUOUS, FEATURES
 from .adapters import TokenAdapter
 from .universal_decoder import UniversalDecoder
@@ -76,16 +76,16 @@ class OFASysModel(FairseqEncoderDecoderModel):
         adapters = {TOKENS_ADAPTER: TokenAdapter(embed_tokens, cfg.max_source_positions)}
         task.plan_modalities()  # which adapters: those the checkpoint or the plans name
         modality_of = {}  # feature adapter key -> its modality
-        for name, settings in task.modality_settings.items():
-            modality = get_modality(name)
+        heads = {}  # continuous outputs the model decodes: modality -> its head
+        for modality in registered_modalities():  # (a checkpoint may keep others' settings)
+            settings = task.modality_settings.get(modality.name)
+            if settings is None:
+                continue
             if modality.input_kind == FEATURES:
                 for key, adapter in modality.build_adapters(settings, cfg, cfg.embed_dim).items():
-                    adapters[key], modality_of[key] = adapter, name
-        heads = {}  # continuous outputs the model decodes: modality -> its head
-        for name, settings in task.modality_settings.items():
-            modality = get_modality(name)
+                    adapters[key], modality_of[key] = adapter, modality.name
             if modality.output_kind == CONTINUOUS and settings.get("decoded"):
-                heads[name] = modality.build_output_head(settings, cfg.embed_dim)
+                heads[modality.name] = modality.build_output_head(settings, cfg.embed_dim)
         encoder = UniversalEncoder(layers, dictionary, nn.ModuleDict(adapters), modality_of)
         decoder = UniversalDecoder(layers, dictionary, embed_tokens, nn.ModuleDict(heads))
         return cls(encoder, decoder)

@@ -1,13 +1,13 @@
 """The benchmarks (``python -m benchmarks``) in their quick mode. The criterion one builds
 a real task, model and batches, and the three variants agree on loss, nll and gradients;
-the image pipeline and multitask ones report sane numbers. No timing is asserted."""
+the image pipeline, multitask and train_speed ones report sane numbers. No timing is asserted."""
 import io
 import math
 from dataclasses import replace
 
 import pytest
 
-from benchmarks import image_pipeline, multitask
+from benchmarks import image_pipeline, multitask, train_speed
 from benchmarks.criterion import GRAD_RTOL, QUICK, VARIANTS, run
 
 
@@ -104,3 +104,35 @@ def test_quick_multitask_benchmark_reports_sane_numbers():
     single = next(r for r in throughput if r["name"] == f"{settings.single_task} alone")
     assert single["x_single"] == 1.0
     assert "padding efficiency" in report and "training throughput" in report
+
+
+def test_quick_train_speed_benchmark_reports_sane_numbers():
+    """Every model trains through fairseq-train on the same target tokens (the same ids,
+    checked by the benchmark) and gets a positive, finite rate; no timing is asserted."""
+    settings = train_speed.QUICK
+    out = io.StringIO()
+    results = train_speed.run(settings, out=out)
+    report = out.getvalue()
+
+    data = results["data"]
+    assert data["rows"] == settings.rows
+    # ours' source has <s> before the tokens fairseq's has
+    assert 0 < data["target_tokens"] and 0 < data["source_tokens"]
+    models = [train_speed.BASELINE, train_speed.MATCHED, train_speed.OURS]
+    runs = results["runs"]
+    assert [r["name"] for r in runs] == models * settings.runs
+    for row in runs:
+        assert row["updates"] == settings.max_update - settings.warmup_updates
+        assert row["tokens"] > 0 and row["seconds"] > 0
+        assert math.isfinite(row["tokens_per_s"]) and row["tokens_per_s"] > 0
+        assert math.isfinite(row["x_baseline"]) and row["x_baseline"] > 0
+        assert math.isfinite(row["final_loss"]) and row["final_loss"] > 0
+        assert row["name"] in report
+    # the same data and token budget: the updates hold about as many target tokens
+    # (ours' extra <s> may move a row to the next batch)
+    base, ours = runs[0], runs[2]
+    assert ours["tokens"] == pytest.approx(base["tokens"], rel=0.25)
+    summary = results["summary"]
+    assert summary[train_speed.BASELINE]["x_baseline"] == 1.0
+    assert all(math.isfinite(s["x_baseline"]) and s["x_baseline"] > 0 for s in summary.values())
+    assert "x baseline" in report

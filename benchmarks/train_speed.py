@@ -1,0 +1,410 @@
+"""Training speed of ``--task instruction`` against fairseq's own translation model,
+all trained by ``fairseq-train`` on the same parallel text, in the same run:
+
+* **baseline** -- fairseq's ``--task translation --arch transformer`` on the corpus
+  binarized by ``fairseq-preprocess``, with ``label_smoothed_cross_entropy``;
+* **transformer, ofasys layers** -- the same with ofasys_tiny's layer recipe in
+  fairseq's own options (pre-norm, GELU, learned positions, layer-normalized and
+  unscaled embeddings: ``OFASYS_LAYERS``), to tell what the recipe costs from what
+  the plugin costs;
+* **ours** -- ``--task instruction --instruction "[TEXT:src] -> [TEXT:tgt]" --arch
+  ofasys_tiny --criterion instruction_ce`` on the same rows as ``.jsonl``.
+
+Equal dimensions: width 256, FFN 1024, 4 heads, 4 + 4 layers, all embeddings tied,
+dropout 0.1, label smoothing 0.1, Adam, the same ``--max-tokens``, ``--max-update``
+and ``--seed``; ``--cpu --num-workers 0`` (fairseq's default prefetch thread), no
+validation, no checkpoints, one thread (``OMP_NUM_THREADS=1``).
+
+Same tokens, same vocabulary: the instruction task's own vocabulary is built first (a
+sentencepiece model trained on the training rows, then ``<mask>`` and the modalities'
+reserved symbols); fairseq gets that very dictionary (``--srcdict``, joined) and the
+rows as the pieces of that model, so every row has the same target token ids in all
+runs (checked before training: ``BenchmarkError`` otherwise; ours' source has one more
+token, its ``<s>``). The corpus is generated: pseudo-words with Zipf-like frequencies
+in sentences of ``min_words``-``max_words`` words, their target a word-by-word mapping
+onto another lexicon with adjacent pairs swapped.
+
+Speed is read from fairseq's own log (``--log-format json``): each ``train_inner``
+line gives the target tokens per update (``wpb``) and target tokens per second of
+wall time (``wps``, data loading included) over its ``--log-interval`` updates; the
+intervals after the first ``warmup_updates`` updates are summed (tokens / seconds).
+The runs take turns (baseline, ofasys layers, ours, baseline, ...); ``x baseline`` is
+a run's rate over the baseline's in the same round, then averaged over the rounds.
+
+    python -m benchmarks --only train_speed [--quick]
+    python -m benchmarks.train_speed [--quick] [--runs N] [--workers N]
+"""
+import argparse
+import json
+import os
+import random
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import ofasys_fairseq  # noqa: F401  (registers the task, model and criterion with fairseq)
+from benchmarks.criterion import (BenchmarkError, cpu_seconds, other_processes_cores,
+                                  pseudo_words)
+from fairseq import options, tasks
+from fairseq.data import Dictionary, data_utils
+from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+ROOT = Path(__file__).resolve().parents[1]
+USER_DIR = Path(ofasys_fairseq.__file__).resolve().parent
+INSTRUCTION = "[TEXT:src] -> [TEXT:tgt]"
+BASELINE = "transformer (translation)"
+MATCHED = "transformer, ofasys layers"
+OURS = "ofasys_tiny (instruction)"
+# ofasys_tiny's layer recipe (models/ofasys_model.py: transformer_config) in fairseq's options
+OFASYS_LAYERS = ["--activation-fn", "gelu", "--encoder-normalize-before",
+                 "--decoder-normalize-before", "--encoder-learned-pos", "--decoder-learned-pos",
+                 "--layernorm-embedding", "--no-scale-embedding"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    rows: int = 3000  # training pairs
+    valid_rows: int = 30
+    lexicon: int = 3000  # pseudo-words per language
+    min_words: int = 4
+    max_words: int = 30
+    vocab_size: int = 4000  # sentencepiece pieces (upper bound)
+    embed_dim: int = 256
+    ffn_embed_dim: int = 1024
+    attention_heads: int = 4
+    layers: int = 4  # encoder and decoder each
+    dropout: float = 0.1
+    max_tokens: int = 1024
+    max_update: int = 40
+    warmup_updates: int = 10  # updates left out of the rate (start-up, first batches)
+    log_interval: int = 5
+    runs: int = 2  # runs of each model, alternating
+    num_workers: int = 0  # --num-workers (0: data loading in the training process)
+    seed: int = 1
+
+
+FULL = Settings()
+QUICK = Settings(rows=200, valid_rows=5, lexicon=200, min_words=2, max_words=10,
+                 vocab_size=300, embed_dim=32, ffn_embed_dim=64, attention_heads=2, layers=1,
+                 max_tokens=256, max_update=6, warmup_updates=2, log_interval=1, runs=1)
+
+
+# --- data -----------------------------------------------------------------------------------
+
+
+def parallel_rows(settings: Settings, count: int, rng: random.Random,
+                  source_words: Sequence[str], target_of: Dict[str, str]) -> List[Dict[str, str]]:
+    weights = [1.0 / (i + 1) for i in range(len(source_words))]  # Zipf-like frequencies
+    rows = []
+    for _ in range(count):
+        words = rng.choices(source_words, weights, k=rng.randint(settings.min_words,
+                                                                  settings.max_words))
+        target = [target_of[w] for w in words]
+        for i in range(0, len(target) - 1, 2):  # another word order
+            target[i], target[i + 1] = target[i + 1], target[i]
+        rows.append({"src": " ".join(words), "tgt": " ".join(target)})
+    return rows
+
+
+def write_corpus(settings: Settings, data_dir: Path) -> None:
+    """``train.jsonl`` and ``valid.jsonl`` with ``src`` and ``tgt`` columns."""
+    rng = random.Random(settings.seed)
+    words = pseudo_words(rng, 2 * settings.lexicon)
+    rng.shuffle(words)
+    source, target = words[:settings.lexicon], words[settings.lexicon:]
+    target_of = dict(zip(source, target))
+    data_dir.mkdir(parents=True)
+    for split, count in (("train", settings.rows), ("valid", settings.valid_rows)):
+        with open(data_dir / f"{split}.jsonl", "w", encoding="utf-8") as f:
+            for row in parallel_rows(settings, count, rng, source, target_of):
+                f.write(json.dumps(row) + "\n")
+
+
+def instruction_task(data_dir: Path, extra: Sequence[str] = ()):
+    """Our task as ``fairseq-train`` would set it up (vocabulary cache off)."""
+    args = options.parse_args_and_arch(options.get_training_parser(), [
+        str(data_dir), "--task", "instruction", "--instruction", INSTRUCTION,
+        "--arch", "ofasys_tiny", "--criterion", "instruction_ce", *extra])
+    return tasks.setup_task(convert_namespace_to_omegaconf(args).task)
+
+
+def binarize_for_fairseq(settings: Settings, data_dir: Path, work: Path) -> Path:
+    """Our vocabulary (trained as our task trains it) to ``shared.model`` and a fairseq
+    ``dict.txt`` with the same symbols in the same order; the rows as pieces of that
+    model in ``{split}.src`` / ``.tgt``; then ``fairseq-preprocess``. Returns the
+    binarized directory."""
+    task = instruction_task(data_dir, ["--vocab-size", str(settings.vocab_size),
+                                       "--vocab-cache-dir", str(work / "vocab-cache")])
+    task.prepare()
+    (work / "shared.model").write_bytes(task.vocab.sentencepiece_model)
+    dictionary = task.dictionary
+    text_dir = work / "text"
+    text_dir.mkdir()
+    with open(text_dir / "dict.txt", "w", encoding="utf-8") as f:
+        f.writelines(f"{symbol} 1\n" for symbol in dictionary.symbols[dictionary.nspecial:])
+    for split in ("train", "valid"):
+        rows = [json.loads(line) for line in open(data_dir / f"{split}.jsonl", encoding="utf-8")]
+        for side in ("src", "tgt"):
+            with open(text_dir / f"{split}.{side}", "w", encoding="utf-8") as f:
+                for row in rows:
+                    ids = task.vocab.encode(" ".join(row[side].split()))
+                    f.write(" ".join(dictionary[i] for i in ids) + "\n")
+    binary = work / "bin"
+    subprocess.run([sys.executable, "-m", "fairseq_cli.preprocess", "--source-lang", "src",
+                    "--target-lang", "tgt", "--trainpref", str(text_dir / "train"),
+                    "--validpref", str(text_dir / "valid"), "--destdir", str(binary),
+                    "--srcdict", str(text_dir / "dict.txt"), "--joined-dictionary",
+                    "--workers", "1"], check=True, capture_output=True, env=child_env())
+    return binary
+
+
+def check_same_tokens(data_dir: Path, binary: Path, spm: Path) -> dict:
+    """Every training row has the same target ids (eos included) in both pipelines, and
+    the same source ids after our ``<s>``; both dictionaries have the same symbols."""
+    task = instruction_task(data_dir, ["--sentencepiece-model", str(spm)])
+    task.load_dataset("train")
+    ours = task.datasets["train"]
+    theirs = Dictionary.load(str(binary / "dict.src.txt"))
+    if list(theirs.symbols) != list(task.dictionary.symbols):
+        raise BenchmarkError("fairseq's dictionary differs from ours")
+    src = data_utils.load_indexed_dataset(str(binary / "train.src-tgt.src"), theirs)
+    tgt = data_utils.load_indexed_dataset(str(binary / "train.src-tgt.tgt"), theirs)
+    if not len(ours) == len(src) == len(tgt):
+        raise BenchmarkError(f"{len(ours)} training rows for ours, {len(tgt)} for fairseq")
+    eos = task.dictionary.eos()
+    for i in range(len(ours)):
+        example = ours[i]
+        if (example.target + [eos] != tgt[i].tolist() or example.source[1:] != src[i].tolist()
+                or example.prefix):
+            raise BenchmarkError(f"row {i}: the two pipelines tokenize it differently")
+    target_tokens = int(ours.tgt_sizes.sum())
+    if target_tokens != int(tgt.sizes.sum()):
+        raise BenchmarkError("the pipelines count different target tokens")
+    return {"rows": len(ours), "vocabulary": len(task.dictionary),
+            "target_tokens": target_tokens, "source_tokens": int(src.sizes.sum())}
+
+
+# --- the runs -------------------------------------------------------------------------------
+
+
+def child_env() -> Dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def common_args(settings: Settings, work_dir: Path) -> List[str]:
+    s = settings
+    return ["--dropout", str(s.dropout), "--label-smoothing", "0.1",
+            "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "0.0005",
+            "--max-tokens", str(s.max_tokens), "--max-update", str(s.max_update),
+            "--num-workers", str(s.num_workers), "--cpu", "--seed", str(s.seed),
+            "--disable-validation", "--no-save", "--save-dir", str(work_dir / "checkpoints"),
+            "--log-format", "json", "--log-interval", str(s.log_interval)]
+
+
+def baseline_args(settings: Settings, binary: Path, work_dir: Path,
+                  layers: Sequence[str] = ()) -> List[str]:
+    s = settings
+    return [str(binary), "--task", "translation", "--source-lang", "src", "--target-lang", "tgt",
+            "--arch", "transformer", *layers, "--share-all-embeddings",
+            "--encoder-embed-dim", str(s.embed_dim), "--decoder-embed-dim", str(s.embed_dim),
+            "--encoder-ffn-embed-dim", str(s.ffn_embed_dim),
+            "--decoder-ffn-embed-dim", str(s.ffn_embed_dim),
+            "--encoder-layers", str(s.layers), "--decoder-layers", str(s.layers),
+            "--encoder-attention-heads", str(s.attention_heads),
+            "--decoder-attention-heads", str(s.attention_heads),
+            "--criterion", "label_smoothed_cross_entropy", *common_args(settings, work_dir)]
+
+
+def ours_args(settings: Settings, data_dir: Path, spm: Path, work_dir: Path) -> List[str]:
+    s = settings
+    return [str(data_dir), "--user-dir", str(USER_DIR), "--task", "instruction",
+            "--instruction", INSTRUCTION, "--sentencepiece-model", str(spm),
+            "--no-eval-metrics", "--arch", "ofasys_tiny", "--embed-dim", str(s.embed_dim),
+            "--ffn-embed-dim", str(s.ffn_embed_dim), "--attention-heads", str(s.attention_heads),
+            "--encoder-layers", str(s.layers), "--decoder-layers", str(s.layers),
+            "--criterion", "instruction_ce", *common_args(settings, work_dir)]
+
+
+LOG_LINE = re.compile(r"\| (train_inner|train) \| (\{.*\})\s*$")
+
+
+def parse_log(text: str) -> Dict[str, list]:
+    """fairseq's json log lines: ``train_inner`` (per interval) and ``train`` (per epoch)."""
+    found: Dict[str, list] = {"train_inner": [], "train": []}
+    for line in text.splitlines():
+        match = LOG_LINE.search(line)
+        if match:
+            found[match.group(1)].append(json.loads(match.group(2)))
+    return found
+
+
+def rate(intervals: Sequence[dict], settings: Settings) -> dict:
+    """Target tokens / wall seconds over the intervals that start after the warm-up
+    updates (each interval: ``wpb`` x updates tokens in ``wpb`` x updates / ``wps``
+    seconds)."""
+    tokens = seconds = 0.0
+    updates = 0
+    previous = 0
+    for line in intervals:
+        count = int(line["num_updates"]) - previous
+        if previous >= settings.warmup_updates:
+            tokens += float(line["wpb"]) * count
+            seconds += float(line["wpb"]) * count / float(line["wps"])
+            updates += count
+        previous = int(line["num_updates"])
+    if updates == 0:
+        raise BenchmarkError("no timed updates: raise --max-update above the warm-up")
+    return {"tokens": tokens, "seconds": seconds, "updates": updates,
+            "tokens_per_s": tokens / seconds, "ms_per_update": 1000 * seconds / updates}
+
+
+def train(name: str, args: List[str], settings: Settings, log_path: Path) -> dict:
+    """One ``fairseq-train`` run; its rate and the other processes' CPU use meanwhile."""
+    before, started = cpu_seconds_with_children(), time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "fairseq_cli.train", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=child_env())
+    wall = time.perf_counter() - started
+    log_path.write_text(result.stdout, encoding="utf-8")
+    if result.returncode != 0:
+        raise BenchmarkError(f"{name}: fairseq-train failed ({result.returncode}); its log: "
+                             f"{log_path}\n{result.stdout[-3000:]}")
+    log = parse_log(result.stdout)
+    if not log["train_inner"] or int(log["train_inner"][-1]["num_updates"]) != settings.max_update:
+        raise BenchmarkError(f"{name}: did not log {settings.max_update} updates; see {log_path}")
+    last = log["train_inner"][-1]
+    return dict(rate(log["train_inner"], settings), name=name, wall=wall,
+                final_loss=float(last["loss"]), epochs=int(last["epoch"]),
+                others=other_processes_cores(before, cpu_seconds_with_children(), wall))
+
+
+def cpu_seconds_with_children():
+    """``cpu_seconds`` counting the finished child processes (the runs) as our own."""
+    seconds = cpu_seconds()
+    if seconds is None:
+        return None
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return seconds[0], seconds[1] + children.ru_utime + children.ru_stime
+
+
+def run(settings: Settings = FULL, out=None) -> dict:
+    """Generate, binarize, check, train alternately and print; returns
+    {"data": token counts, "runs": [per run], "summary": {model: ...}}."""
+    out = out or sys.stdout
+    started = time.perf_counter()
+    before = cpu_seconds_with_children()
+    s = settings
+    with tempfile.TemporaryDirectory(prefix="ofasys-train-speed-") as tmp:
+        work = Path(tmp)
+        data_dir = work / "data"
+        write_corpus(settings, data_dir)
+        binary = binarize_for_fairseq(settings, data_dir, work)
+        data = check_same_tokens(data_dir, binary, work / "shared.model")
+        commands = {BASELINE: lambda d: baseline_args(settings, binary, d),
+                    MATCHED: lambda d: baseline_args(settings, binary, d, OFASYS_LAYERS),
+                    OURS: lambda d: ours_args(settings, data_dir, work / "shared.model", d)}
+        runs = []
+        for index in range(settings.runs):
+            for name, command in commands.items():
+                run_dir = work / f"run{index}-{len(runs)}"
+                run_dir.mkdir()
+                runs.append(dict(train(name, command(run_dir), settings, run_dir / "log.txt"),
+                                 round=index))
+    summary = summarize(runs)
+    print_report(settings, data, runs, summary, out)
+    others = other_processes_cores(before, cpu_seconds_with_children(),
+                                   time.perf_counter() - started)
+    print_competition(others, out)
+    print(f"total {time.perf_counter() - started:.1f} s", file=out)
+    return {"data": data, "runs": runs, "summary": summary, "others": others}
+
+
+def summarize(runs: List[dict]) -> Dict[str, dict]:
+    baseline = {r["round"]: r for r in runs if r["name"] == BASELINE}
+    for r in runs:
+        r["x_baseline"] = r["tokens_per_s"] / baseline[r["round"]]["tokens_per_s"]
+    summary = {}
+    for name in (BASELINE, MATCHED, OURS):
+        mine = [r for r in runs if r["name"] == name]
+        summary[name] = {"runs": len(mine),
+                         "tokens_per_s": statistics.mean(r["tokens_per_s"] for r in mine),
+                         "ms_per_update": statistics.mean(r["ms_per_update"] for r in mine),
+                         "x_baseline": statistics.mean(r["x_baseline"] for r in mine)}
+    return summary
+
+
+# --- report ---------------------------------------------------------------------------------
+
+
+def print_report(settings: Settings, data: dict, runs: List[dict], summary: Dict[str, dict],
+                 out) -> None:
+    s = settings
+    print(f"train_speed: {data['rows']} training pairs ({data['target_tokens']:,} target and "
+          f"{data['source_tokens']:,} source tokens per epoch, the same ids in both; ours' "
+          f"source adds <s>), vocabulary {data['vocabulary']} symbols in both", file=out)
+    print(f"models: width {s.embed_dim}, FFN {s.ffn_embed_dim}, {s.attention_heads} heads, "
+          f"{s.layers}+{s.layers} layers, tied embeddings, dropout {s.dropout}; Adam, "
+          f"--max-tokens {s.max_tokens}, --max-update {s.max_update}, --num-workers "
+          f"{s.num_workers}, OMP_NUM_THREADS=1, {os.cpu_count()} cores", file=out)
+    print(f"rate: target tokens / wall seconds over updates {s.warmup_updates + 1}-"
+          f"{s.max_update} (fairseq's train_inner wpb and wps, every {s.log_interval} "
+          f"updates); runs alternate", file=out)
+    header = (f"\n{'run':<5}{'model':<36}{'tgt tok/s':>10}{'ms/update':>11}{'x baseline':>11}"
+              f"{'epochs':>7}{'loss':>8}{'others':>8}")
+    print(header, file=out)
+    print("-" * (len(header) - 1), file=out)
+    for r in runs:
+        others = "n/a" if r["others"] is None else f"{r['others']:.2f}"
+        print(f"{r['round'] + 1:<5}{r['name']:<36}{r['tokens_per_s']:>10.1f}"
+              f"{r['ms_per_update']:>11.1f}{r['x_baseline']:>11.3f}{r['epochs']:>7}"
+              f"{r['final_loss']:>8.3f}{others:>8}", file=out)
+    print("-" * (len(header) - 1), file=out)
+    for name, row in summary.items():
+        print(f"{'mean':<5}{name:<36}{row['tokens_per_s']:>10.1f}{row['ms_per_update']:>11.1f}"
+              f"{row['x_baseline']:>11.3f}", file=out)
+    print("x baseline: tgt tok/s / the baseline's in the same round (> 1: ours trains "
+          "faster); mean: over the runs. loss: last logged training loss (base 2). "
+          "others: cores other processes kept busy during the run.", file=out)
+
+
+def print_competition(others: Optional[float], out) -> None:
+    if others is None:
+        return
+    print(f"other processes used {others:.2f} of {os.cpu_count()} cores on average meanwhile",
+          file=out)
+    if others > 0.25:
+        print("WARNING: other processes competed for the cores: the timings are unreliable "
+              "(rerun on a quiet machine).", file=out)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks --only train_speed",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test)")
+    parser.add_argument("--runs", type=int, default=None, help="runs of each model")
+    parser.add_argument("--workers", type=int, default=None, help="--num-workers")
+    args = parser.parse_args(argv)
+    settings = QUICK if args.quick else FULL
+    if args.runs:
+        settings = replace(settings, runs=args.runs)
+    if args.workers is not None:
+        settings = replace(settings, num_workers=args.workers)
+    try:
+        run(settings)
+    except BenchmarkError as error:
+        print(f"BENCHMARK FAILED: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

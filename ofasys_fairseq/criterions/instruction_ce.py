@@ -123,7 +123,10 @@ class InstructionCrossEntropyCriterion(FairseqCriterion):
                                                              steps["allowed"], self.eps)
             open_rows[rows] = False
 
-        if open_rows.any():
+        if steps is None:  # all free text: no row selection (it would copy N x V logits)
+            losses, nll_losses = label_smoothed_nll_loss(
+                F.log_softmax(logits, dim=-1), gold, self.eps, ignore_index=None, reduce=False)
+        elif open_rows.any():
             lprobs = F.log_softmax(logits[open_rows], dim=-1)
             losses[open_rows], nll_losses[open_rows] = label_smoothed_nll_loss(
                 lprobs, gold[open_rows], self.eps, ignore_index=None, reduce=False)

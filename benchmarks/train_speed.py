@@ -24,15 +24,22 @@ token, its ``<s>``). The corpus is generated: pseudo-words with Zipf-like freque
 in sentences of ``min_words``-``max_words`` words, their target a word-by-word mapping
 onto another lexicon with adjacent pairs swapped.
 
-Speed is read from fairseq's own log (``--log-format json``): each ``train_inner``
-line gives the target tokens per update (``wpb``) and target tokens per second of
-wall time (``wps``, data loading included) over its ``--log-interval`` updates; the
-intervals after the first ``warmup_updates`` updates are summed (tokens / seconds).
-The runs take turns (baseline, ofasys layers, ours, baseline, ...); ``x baseline`` is
-a run's rate over the baseline's in the same round, then averaged over the rounds.
+The runs take turns at a fine grain, so that other processes on a shared machine slow
+them alike: all ``runs`` x 3 ``fairseq-train`` processes start, one after the other, and
+each computes ``--log-interval`` updates in its turn while the others are stopped
+(SIGSTOP / SIGCONT to its process group): baseline, ofasys layers, ours, baseline, ...
+A turn is timed from the run's resumption to its ``train_inner`` log line, so waiting
+for its turn does not count (fairseq's own ``wps`` would count it); the tokens are the
+log's ``wpb`` (target tokens per update) x updates. Over the turns after the first
+``warmup_updates`` updates (start-up and first batches): target tokens per wall second
+(data loading included), and per CPU second of the run's processes. ``x base`` is a
+run's rate over the baseline's of the same round, then averaged over the rounds.
+``--also-user-dir DIR`` adds ours from another copy of the plugin to the turns (a
+change against the code before it, in the same run).
 
     python -m benchmarks --only train_speed [--quick]
-    python -m benchmarks.train_speed [--quick] [--runs N] [--workers N]
+    python -m benchmarks.train_speed [--quick] [--runs N] [--max-update N] [--workers N]
+                                     [--also-user-dir OTHER/ofasys_fairseq]
 """
 import argparse
 import json
@@ -40,6 +47,7 @@ import os
 import random
 import re
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -47,7 +55,7 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import ofasys_fairseq  # noqa: F401  (registers the task, model and criterion with fairseq)
 from benchmarks.criterion import (BenchmarkError, cpu_seconds, other_processes_cores,
@@ -62,6 +70,13 @@ INSTRUCTION = "[TEXT:src] -> [TEXT:tgt]"
 BASELINE = "transformer (translation)"
 MATCHED = "transformer, ofasys layers"
 OURS = "ofasys_tiny (instruction)"
+MODELS = (BASELINE, MATCHED, OURS)
+
+
+def models(settings: "Settings") -> List[str]:
+    """The runs' model names: ``MODELS`` and ours from each of ``other_user_dirs``."""
+    return list(MODELS) + [f"{OURS[:-len(' (instruction)')]} from {path}"
+                           for path in settings.other_user_dirs]
 # ofasys_tiny's layer recipe (models/ofasys_model.py: transformer_config) in fairseq's options
 OFASYS_LAYERS = ["--activation-fn", "gelu", "--encoder-normalize-before",
                  "--decoder-normalize-before", "--encoder-learned-pos", "--decoder-learned-pos",
@@ -82,12 +97,15 @@ class Settings:
     layers: int = 4  # encoder and decoder each
     dropout: float = 0.1
     max_tokens: int = 1024
-    max_update: int = 40
-    warmup_updates: int = 10  # updates left out of the rate (start-up, first batches)
-    log_interval: int = 5
-    runs: int = 2  # runs of each model, alternating
+    max_update: int = 30
+    warmup_updates: int = 10  # updates left out of the rates (start-up, first batches)
+    log_interval: int = 2  # updates per turn (a multiple of it ends the warm-up)
+    runs: int = 2  # runs of each model
     num_workers: int = 0  # --num-workers (0: data loading in the training process)
     seed: int = 1
+    # other copies of the plugin (``--user-dir``) to train as ours, in the same turns: a
+    # change measured against the code before it
+    other_user_dirs: Tuple[str, ...] = ()
 
 
 FULL = Settings()
@@ -224,9 +242,10 @@ def baseline_args(settings: Settings, binary: Path, work_dir: Path,
             "--criterion", "label_smoothed_cross_entropy", *common_args(settings, work_dir)]
 
 
-def ours_args(settings: Settings, data_dir: Path, spm: Path, work_dir: Path) -> List[str]:
+def ours_args(settings: Settings, data_dir: Path, spm: Path, work_dir: Path,
+              user_dir: Path = USER_DIR) -> List[str]:
     s = settings
-    return [str(data_dir), "--user-dir", str(USER_DIR), "--task", "instruction",
+    return [str(data_dir), "--user-dir", str(user_dir), "--task", "instruction",
             "--instruction", INSTRUCTION, "--sentencepiece-model", str(spm),
             "--no-eval-metrics", "--arch", "ofasys_tiny", "--embed-dim", str(s.embed_dim),
             "--ffn-embed-dim", str(s.ffn_embed_dim), "--attention-heads", str(s.attention_heads),
@@ -234,57 +253,151 @@ def ours_args(settings: Settings, data_dir: Path, spm: Path, work_dir: Path) -> 
             "--criterion", "instruction_ce", *common_args(settings, work_dir)]
 
 
-LOG_LINE = re.compile(r"\| (train_inner|train) \| (\{.*\})\s*$")
+LOG_LINE = re.compile(r"\| (train_inner|train) \| (\{.*\})\s*$")  # fairseq's json log
 
 
-def parse_log(text: str) -> Dict[str, list]:
-    """fairseq's json log lines: ``train_inner`` (per interval) and ``train`` (per epoch)."""
-    found: Dict[str, list] = {"train_inner": [], "train": []}
-    for line in text.splitlines():
-        match = LOG_LINE.search(line)
-        if match:
-            found[match.group(1)].append(json.loads(match.group(2)))
-    return found
+def stat_fields(pid: int) -> Optional[List[str]]:
+    """``/proc/PID/stat`` after the command name (state, ppid, ...), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
 
 
-def rate(intervals: Sequence[dict], settings: Settings) -> dict:
-    """Target tokens / wall seconds over the intervals that start after the warm-up
-    updates (each interval: ``wpb`` x updates tokens in ``wpb`` x updates / ``wps``
-    seconds)."""
-    tokens = seconds = 0.0
-    updates = 0
-    previous = 0
-    for line in intervals:
-        count = int(line["num_updates"]) - previous
+def tree_cpu_seconds(pid: int) -> Optional[float]:
+    """CPU seconds used so far by process ``pid`` (all its threads) and its children
+    (DataLoader workers), or None where /proc is unavailable."""
+    def used(fields):  # utime + stime
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    fields = stat_fields(pid)
+    if fields is None:
+        return None
+    total = used(fields)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            child = stat_fields(int(entry))
+            if child is not None and int(child[1]) == pid:
+                total += used(child)
+    return total
+
+
+class Interval(NamedTuple):
+    """One ``train_inner`` log line and what the run used since its previous one."""
+    line: dict
+    wall: float  # seconds from the run's resumption to this line
+    cpu: Optional[float]  # CPU seconds of the run (its process tree) meanwhile
+    others: Optional[float]  # cores other processes kept busy meanwhile
+
+
+class Job:
+    """One ``fairseq-train`` run (its own process group) that runs in turns: ``turn``
+    resumes it, reads its log up to its next ``train_inner`` line and stops it again
+    (SIGSTOP), so that only one run computes at a time while all runs see the same
+    machine, interval by interval. Its intervals are timed from its resumption to the
+    line: the time it waits for its turn is not counted."""
+
+    def __init__(self, name: str, round_index: int, args: List[str], log_path: Path):
+        self.name, self.round, self.args, self.log_path = name, round_index, args, log_path
+        self.process: Optional[subprocess.Popen] = None
+        self.lines: List[str] = []
+        self.intervals: List[Interval] = []
+        self.startup = 0.0  # seconds from the start to the first log line
+        self.done = False
+
+    def turn(self) -> None:
+        cpu = None if self.process is None else tree_cpu_seconds(self.process.pid)
+        system = cpu_seconds()
+        resumed = time.perf_counter()
+        if self.process is None:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "fairseq_cli.train", *self.args], stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                env=dict(child_env(), PYTHONUNBUFFERED="1"))
+        else:
+            self.signal(signal.SIGCONT)
+        for text in iter(self.process.stdout.readline, ""):
+            self.lines.append(text)
+            match = LOG_LINE.search(text)
+            if match and match.group(1) == "train_inner":
+                wall = time.perf_counter() - resumed
+                self.signal(signal.SIGSTOP)
+                if cpu is None:  # the start: spawned, imported, loaded, first updates
+                    self.startup = wall
+                used, after = tree_cpu_seconds(self.process.pid), cpu_seconds()
+                spent = None if cpu is None or used is None else used - cpu
+                others = None
+                if spent is not None and system is not None and after is not None:
+                    mine = spent + after[1] - system[1]  # the run's and this process's
+                    others = max(0.0, (after[0] - system[0] - mine) / wall)
+                self.intervals.append(Interval(json.loads(match.group(2)), wall, spent, others))
+                return
+        self.finish()
+
+    def signal(self, number: int) -> None:
+        try:
+            os.killpg(self.process.pid, number)
+        except ProcessLookupError:  # it has exited
+            pass
+
+    def finish(self) -> None:
+        returncode = self.process.wait()
+        self.done = True
+        self.log_path.write_text("".join(self.lines), encoding="utf-8")
+        if returncode != 0:
+            raise BenchmarkError(f"{self.name}: fairseq-train failed ({returncode}):\n"
+                                 f"{''.join(self.lines)[-3000:]}")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.signal(signal.SIGKILL)
+            self.process.wait()
+
+    def result(self, settings: Settings) -> dict:
+        if not self.intervals or int(self.intervals[-1].line["num_updates"]) != settings.max_update:
+            raise BenchmarkError(f"{self.name}: did not log {settings.max_update} updates:\n"
+                                 f"{''.join(self.lines)[-3000:]}")
+        last = self.intervals[-1].line
+        return dict(rate(self.intervals, settings), name=self.name, round=self.round,
+                    startup=self.startup, final_loss=float(last["loss"]),
+                    epochs=int(last["epoch"]))
+
+
+def rate(intervals: Sequence[Interval], settings: Settings) -> dict:
+    """Target tokens (``wpb`` x updates of each logged interval) per wall second and per
+    CPU second of the run, over the intervals that start after the warm-up updates."""
+    tokens = seconds = cpu = others = 0.0
+    updates = previous = 0
+    for interval in intervals:
+        count = int(interval.line["num_updates"]) - previous
         if previous >= settings.warmup_updates:
-            tokens += float(line["wpb"]) * count
-            seconds += float(line["wpb"]) * count / float(line["wps"])
+            tokens += float(interval.line["wpb"]) * count
+            seconds += interval.wall
+            cpu = None if cpu is None or interval.cpu is None else cpu + interval.cpu
+            others = (None if others is None or interval.others is None
+                      else others + interval.others * interval.wall)
             updates += count
-        previous = int(line["num_updates"])
+        previous = int(interval.line["num_updates"])
     if updates == 0:
         raise BenchmarkError("no timed updates: raise --max-update above the warm-up")
     return {"tokens": tokens, "seconds": seconds, "updates": updates,
-            "tokens_per_s": tokens / seconds, "ms_per_update": 1000 * seconds / updates}
+            "tokens_per_s": tokens / seconds, "ms_per_update": 1000 * seconds / updates,
+            "tokens_per_cpu_s": tokens / cpu if cpu else None,
+            "others": None if others is None else others / seconds}
 
 
-def train(name: str, args: List[str], settings: Settings, log_path: Path) -> dict:
-    """One ``fairseq-train`` run; its rate and the other processes' CPU use meanwhile."""
-    before, started = cpu_seconds_with_children(), time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "fairseq_cli.train", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=child_env())
-    wall = time.perf_counter() - started
-    log_path.write_text(result.stdout, encoding="utf-8")
-    if result.returncode != 0:
-        raise BenchmarkError(f"{name}: fairseq-train failed ({result.returncode}); its log: "
-                             f"{log_path}\n{result.stdout[-3000:]}")
-    log = parse_log(result.stdout)
-    if not log["train_inner"] or int(log["train_inner"][-1]["num_updates"]) != settings.max_update:
-        raise BenchmarkError(f"{name}: did not log {settings.max_update} updates; see {log_path}")
-    last = log["train_inner"][-1]
-    return dict(rate(log["train_inner"], settings), name=name, wall=wall,
-                final_loss=float(last["loss"]), epochs=int(last["epoch"]),
-                others=other_processes_cores(before, cpu_seconds_with_children(), wall))
+def train_in_turns(jobs: Sequence[Job], settings: Settings) -> List[dict]:
+    """All runs to the end, one log interval of each in turn."""
+    try:
+        while not all(job.done for job in jobs):
+            for job in jobs:
+                if not job.done:
+                    job.turn()
+    finally:
+        for job in jobs:
+            job.kill()
+    return [job.result(settings) for job in jobs]
 
 
 def cpu_seconds_with_children():
@@ -297,12 +410,15 @@ def cpu_seconds_with_children():
 
 
 def run(settings: Settings = FULL, out=None) -> dict:
-    """Generate, binarize, check, train alternately and print; returns
-    {"data": token counts, "runs": [per run], "summary": {model: ...}}."""
+    """Generate, binarize, check, train in turns and print; returns
+    {"data": token counts, "runs": [per run], "summary": {model: ...}, "others": cores}."""
     out = out or sys.stdout
+    if not 0 < settings.warmup_updates < settings.max_update or (
+            settings.warmup_updates % settings.log_interval):
+        raise ValueError("warmup_updates must be a positive multiple of log_interval, below "
+                         "max_update (the first turn includes the start-up)")
     started = time.perf_counter()
     before = cpu_seconds_with_children()
-    s = settings
     with tempfile.TemporaryDirectory(prefix="ofasys-train-speed-") as tmp:
         work = Path(tmp)
         data_dir = work / "data"
@@ -312,14 +428,18 @@ def run(settings: Settings = FULL, out=None) -> dict:
         commands = {BASELINE: lambda d: baseline_args(settings, binary, d),
                     MATCHED: lambda d: baseline_args(settings, binary, d, OFASYS_LAYERS),
                     OURS: lambda d: ours_args(settings, data_dir, work / "shared.model", d)}
-        runs = []
+        for name, path in zip(models(settings)[len(MODELS):], settings.other_user_dirs):
+            commands[name] = (lambda p: lambda d: ours_args(
+                settings, data_dir, work / "shared.model", d, Path(p).resolve()))(path)
+        jobs = []
         for index in range(settings.runs):
-            for name, command in commands.items():
-                run_dir = work / f"run{index}-{len(runs)}"
+            for name in models(settings):
+                command = commands[name]
+                run_dir = work / f"run{len(jobs)}"
                 run_dir.mkdir()
-                runs.append(dict(train(name, command(run_dir), settings, run_dir / "log.txt"),
-                                 round=index))
-    summary = summarize(runs)
+                jobs.append(Job(name, index, command(run_dir), run_dir / "log.txt"))
+        runs = train_in_turns(jobs, settings)
+    summary = summarize(runs, models(settings))
     print_report(settings, data, runs, summary, out)
     others = other_processes_cores(before, cpu_seconds_with_children(),
                                    time.perf_counter() - started)
@@ -328,17 +448,23 @@ def run(settings: Settings = FULL, out=None) -> dict:
     return {"data": data, "runs": runs, "summary": summary, "others": others}
 
 
-def summarize(runs: List[dict]) -> Dict[str, dict]:
+def summarize(runs: List[dict], names: Sequence[str] = MODELS) -> Dict[str, dict]:
+    """Each run's rates / the baseline's in its round; per model, the means over its runs."""
     baseline = {r["round"]: r for r in runs if r["name"] == BASELINE}
     for r in runs:
-        r["x_baseline"] = r["tokens_per_s"] / baseline[r["round"]]["tokens_per_s"]
+        base = baseline[r["round"]]
+        r["x_baseline"] = r["tokens_per_s"] / base["tokens_per_s"]
+        r["x_baseline_cpu"] = (r["tokens_per_cpu_s"] / base["tokens_per_cpu_s"]
+                               if r["tokens_per_cpu_s"] and base["tokens_per_cpu_s"] else None)
     summary = {}
-    for name in (BASELINE, MATCHED, OURS):
+    for name in names:
         mine = [r for r in runs if r["name"] == name]
+        cpu = [r["x_baseline_cpu"] for r in mine if r["x_baseline_cpu"] is not None]
         summary[name] = {"runs": len(mine),
                          "tokens_per_s": statistics.mean(r["tokens_per_s"] for r in mine),
                          "ms_per_update": statistics.mean(r["ms_per_update"] for r in mine),
-                         "x_baseline": statistics.mean(r["x_baseline"] for r in mine)}
+                         "x_baseline": statistics.mean(r["x_baseline"] for r in mine),
+                         "x_baseline_cpu": statistics.mean(cpu) if cpu else None}
     return summary
 
 
@@ -355,25 +481,34 @@ def print_report(settings: Settings, data: dict, runs: List[dict], summary: Dict
           f"{s.layers}+{s.layers} layers, tied embeddings, dropout {s.dropout}; Adam, "
           f"--max-tokens {s.max_tokens}, --max-update {s.max_update}, --num-workers "
           f"{s.num_workers}, OMP_NUM_THREADS=1, {os.cpu_count()} cores", file=out)
-    print(f"rate: target tokens / wall seconds over updates {s.warmup_updates + 1}-"
-          f"{s.max_update} (fairseq's train_inner wpb and wps, every {s.log_interval} "
-          f"updates); runs alternate", file=out)
-    header = (f"\n{'run':<5}{'model':<36}{'tgt tok/s':>10}{'ms/update':>11}{'x baseline':>11}"
-              f"{'epochs':>7}{'loss':>8}{'others':>8}")
+    print(f"rates over updates {s.warmup_updates + 1}-{s.max_update}: target tokens (fairseq's "
+          f"train_inner wpb) per wall second and per CPU second of the run; the "
+          f"{len(models(s)) * s.runs} runs take turns, {s.log_interval} updates each", file=out)
+    w = max([30] + [len(name) + 2 for name in summary])
+    header = (f"\n{'run':<5}{'model':<{w}}{'tgt tok/s':>10}{'ms/update':>10}{'x base':>8}"
+              f"{'tok/CPU-s':>10}{'x base':>8}{'start s':>8}{'loss':>7}{'others':>7}")
     print(header, file=out)
     print("-" * (len(header) - 1), file=out)
     for r in runs:
-        others = "n/a" if r["others"] is None else f"{r['others']:.2f}"
-        print(f"{r['round'] + 1:<5}{r['name']:<36}{r['tokens_per_s']:>10.1f}"
-              f"{r['ms_per_update']:>11.1f}{r['x_baseline']:>11.3f}{r['epochs']:>7}"
-              f"{r['final_loss']:>8.3f}{others:>8}", file=out)
+        print(f"{r['round'] + 1:<5}{r['name']:<{w}}{r['tokens_per_s']:>10.1f}"
+              f"{r['ms_per_update']:>10.1f}{r['x_baseline']:>8.3f}"
+              f"{_number(r['tokens_per_cpu_s'], 10, 1)}{_number(r['x_baseline_cpu'], 8, 3)}"
+              f"{r['startup']:>8.1f}{r['final_loss']:>7.3f}{_number(r['others'], 7, 2)}", file=out)
     print("-" * (len(header) - 1), file=out)
     for name, row in summary.items():
-        print(f"{'mean':<5}{name:<36}{row['tokens_per_s']:>10.1f}{row['ms_per_update']:>11.1f}"
-              f"{row['x_baseline']:>11.3f}", file=out)
-    print("x baseline: tgt tok/s / the baseline's in the same round (> 1: ours trains "
-          "faster); mean: over the runs. loss: last logged training loss (base 2). "
-          "others: cores other processes kept busy during the run.", file=out)
+        print(f"{'mean':<5}{name:<{w}}{row['tokens_per_s']:>10.1f}{row['ms_per_update']:>10.1f}"
+              f"{row['x_baseline']:>8.3f}{'':>10}{_number(row['x_baseline_cpu'], 8, 3)}",
+              file=out)
+    print("x base: the rate / the baseline's in the same round (> 1: faster than fairseq's "
+          "transformer); mean: over the runs. tok/CPU-s: per CPU second of the training "
+          "process (its threads and workers). start s: from its start to its first log "
+          "line (imports, data, first updates). loss: last logged training loss "
+          "(base 2). others: cores other processes kept busy during the timed updates.",
+          file=out)
+
+
+def _number(value: Optional[float], width: int, digits: int) -> str:
+    return f"{'n/a':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
 
 
 def print_competition(others: Optional[float], out) -> None:
@@ -392,12 +527,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test)")
     parser.add_argument("--runs", type=int, default=None, help="runs of each model")
     parser.add_argument("--workers", type=int, default=None, help="--num-workers")
+    parser.add_argument("--max-update", type=int, default=None,
+                        help="updates per run (the first warmup_updates are not timed)")
+    parser.add_argument("--also-user-dir", action="append", default=[], metavar="DIR",
+                        help="also train ours from this copy of ofasys_fairseq (e.g. a git "
+                             "worktree of the code before a change), in the same turns")
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
     if args.runs:
         settings = replace(settings, runs=args.runs)
     if args.workers is not None:
         settings = replace(settings, num_workers=args.workers)
+    if args.max_update:
+        settings = replace(settings, max_update=args.max_update)
+    if args.also_user_dir:
+        settings = replace(settings, other_user_dirs=tuple(args.also_user_dir))
     try:
         run(settings)
     except BenchmarkError as error:

@@ -42,6 +42,7 @@ change against the code before it, in the same run).
                                      [--also-user-dir OTHER/ofasys_fairseq]
 """
 import argparse
+import itertools
 import json
 import os
 import random
@@ -388,12 +389,16 @@ def rate(intervals: Sequence[Interval], settings: Settings) -> dict:
 
 
 def train_in_turns(jobs: Sequence[Job], settings: Settings) -> List[dict]:
-    """All runs to the end, one log interval of each in turn."""
+    """All runs to the end, one log interval of each in turn; each cycle of turns starts
+    one run later than the previous one, so that no run always follows the same one."""
     try:
-        while not all(job.done for job in jobs):
-            for job in jobs:
-                if not job.done:
-                    job.turn()
+        for cycle in itertools.count():
+            pending = [job for job in jobs if not job.done]
+            if not pending:
+                break
+            start = cycle % len(pending)
+            for job in pending[start:] + pending[:start]:
+                job.turn()
     finally:
         for job in jobs:
             job.kill()

@@ -101,7 +101,7 @@ class Settings:
     max_update: int = 30
     warmup_updates: int = 10  # updates left out of the rates (start-up, first batches)
     log_interval: int = 2  # updates per turn (a multiple of it ends the warm-up)
-    runs: int = 2  # runs of each model
+    runs: int = 3  # runs of each model (runs of one model differ by a few percent)
     num_workers: int = 0  # --num-workers (0: data loading in the training process)
     seed: int = 1
     # other copies of the plugin (``--user-dir``) to train as ours, in the same turns: a
@@ -469,6 +469,8 @@ def summarize(runs: List[dict], names: Sequence[str] = MODELS) -> Dict[str, dict
                          "tokens_per_s": statistics.mean(r["tokens_per_s"] for r in mine),
                          "ms_per_update": statistics.mean(r["ms_per_update"] for r in mine),
                          "x_baseline": statistics.mean(r["x_baseline"] for r in mine),
+                         "x_baseline_sd": (statistics.stdev(r["x_baseline"] for r in mine)
+                                           if len(mine) > 1 else None),
                          "x_baseline_cpu": statistics.mean(cpu) if cpu else None}
     return summary
 
@@ -502,8 +504,9 @@ def print_report(settings: Settings, data: dict, runs: List[dict], summary: Dict
     print("-" * (len(header) - 1), file=out)
     for name, row in summary.items():
         print(f"{'mean':<5}{name:<{w}}{row['tokens_per_s']:>10.1f}{row['ms_per_update']:>10.1f}"
-              f"{row['x_baseline']:>8.3f}{'':>10}{_number(row['x_baseline_cpu'], 8, 3)}",
-              file=out)
+              f"{row['x_baseline']:>8.3f}{'':>10}{_number(row['x_baseline_cpu'], 8, 3)}"
+              + ("" if row["x_baseline_sd"] is None else
+                 f"   (x base sd {row['x_baseline_sd']:.3f} over {row['runs']} runs)"), file=out)
     print("x base: the rate / the baseline's in the same round (> 1: faster than fairseq's "
           "transformer); mean: over the runs. tok/CPU-s: per CPU second of the training "
           "process (its threads and workers). start s: from its start to its first log "

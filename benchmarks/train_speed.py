@@ -64,6 +64,7 @@ from benchmarks.criterion import (BenchmarkError, cpu_seconds, other_processes_c
 from fairseq import options, tasks
 from fairseq.data import Dictionary, data_utils
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+from fairseq_cli import preprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 USER_DIR = Path(ofasys_fairseq.__file__).resolve().parent
@@ -72,12 +73,6 @@ BASELINE = "transformer (translation)"
 MATCHED = "transformer, ofasys layers"
 OURS = "ofasys_tiny (instruction)"
 MODELS = (BASELINE, MATCHED, OURS)
-
-
-def models(settings: "Settings") -> List[str]:
-    """The runs' model names: ``MODELS`` and ours from each of ``other_user_dirs``."""
-    return list(MODELS) + [f"{OURS[:-len(' (instruction)')]} from {path}"
-                           for path in settings.other_user_dirs]
 # ofasys_tiny's layer recipe (models/ofasys_model.py: transformer_config) in fairseq's options
 OFASYS_LAYERS = ["--activation-fn", "gelu", "--encoder-normalize-before",
                  "--decoder-normalize-before", "--encoder-learned-pos", "--decoder-learned-pos",
@@ -115,6 +110,12 @@ QUICK = Settings(rows=200, valid_rows=5, lexicon=200, min_words=2, max_words=10,
                  max_tokens=256, max_update=6, warmup_updates=2, log_interval=1, runs=1)
 
 
+def models(settings: Settings) -> List[str]:
+    """The runs' model names: ``MODELS``, then ours from each of ``other_user_dirs``."""
+    return list(MODELS) + [f"{OURS[:-len(' (instruction)')]} from {path}"
+                           for path in settings.other_user_dirs]
+
+
 # --- data -----------------------------------------------------------------------------------
 
 
@@ -147,7 +148,7 @@ def write_corpus(settings: Settings, data_dir: Path) -> None:
 
 
 def instruction_task(data_dir: Path, extra: Sequence[str] = ()):
-    """Our task as ``fairseq-train`` would set it up (vocabulary cache off)."""
+    """Our task as ``fairseq-train`` sets it up from these arguments."""
     args = options.parse_args_and_arch(options.get_training_parser(), [
         str(data_dir), "--task", "instruction", "--instruction", INSTRUCTION,
         "--arch", "ofasys_tiny", "--criterion", "instruction_ce", *extra])
@@ -157,8 +158,8 @@ def instruction_task(data_dir: Path, extra: Sequence[str] = ()):
 def binarize_for_fairseq(settings: Settings, data_dir: Path, work: Path) -> Path:
     """Our vocabulary (trained as our task trains it) to ``shared.model`` and a fairseq
     ``dict.txt`` with the same symbols in the same order; the rows as pieces of that
-    model in ``{split}.src`` / ``.tgt``; then ``fairseq-preprocess``. Returns the
-    binarized directory."""
+    model in ``{split}.src`` / ``.tgt``; then ``fairseq-preprocess`` (its ``main``, in this
+    process). Returns the binarized directory."""
     task = instruction_task(data_dir, ["--vocab-size", str(settings.vocab_size),
                                        "--vocab-cache-dir", str(work / "vocab-cache")])
     task.prepare()
@@ -169,18 +170,18 @@ def binarize_for_fairseq(settings: Settings, data_dir: Path, work: Path) -> Path
     with open(text_dir / "dict.txt", "w", encoding="utf-8") as f:
         f.writelines(f"{symbol} 1\n" for symbol in dictionary.symbols[dictionary.nspecial:])
     for split in ("train", "valid"):
-        rows = [json.loads(line) for line in open(data_dir / f"{split}.jsonl", encoding="utf-8")]
+        with open(data_dir / f"{split}.jsonl", encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f]
         for side in ("src", "tgt"):
             with open(text_dir / f"{split}.{side}", "w", encoding="utf-8") as f:
                 for row in rows:
                     ids = task.vocab.encode(" ".join(row[side].split()))
                     f.write(" ".join(dictionary[i] for i in ids) + "\n")
     binary = work / "bin"
-    subprocess.run([sys.executable, "-m", "fairseq_cli.preprocess", "--source-lang", "src",
-                    "--target-lang", "tgt", "--trainpref", str(text_dir / "train"),
-                    "--validpref", str(text_dir / "valid"), "--destdir", str(binary),
-                    "--srcdict", str(text_dir / "dict.txt"), "--joined-dictionary",
-                    "--workers", "1"], check=True, capture_output=True, env=child_env())
+    preprocess.main(options.get_preprocessing_parser().parse_args([
+        "--source-lang", "src", "--target-lang", "tgt", "--trainpref", str(text_dir / "train"),
+        "--validpref", str(text_dir / "valid"), "--destdir", str(binary),
+        "--srcdict", str(text_dir / "dict.txt"), "--joined-dictionary", "--workers", "1"]))
     return binary
 
 

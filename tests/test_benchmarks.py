@@ -106,6 +106,7 @@ def test_quick_multitask_benchmark_reports_sane_numbers():
     assert "padding efficiency" in report and "training throughput" in report
 
 
+@pytest.mark.slow  # three fairseq-train processes (about 25 s)
 def test_quick_train_speed_benchmark_reports_sane_numbers():
     """Every model trains through fairseq-train on the same target tokens (the same ids,
     checked by the benchmark) and gets a positive, finite rate; no timing is asserted."""

@@ -38,8 +38,8 @@ run's rate over the baseline's of the same round, then averaged over the rounds.
 change against the code before it, in the same run).
 
     python -m benchmarks --only train_speed [--quick]
-    python -m benchmarks.train_speed [--quick] [--runs N] [--max-update N] [--workers N]
-                                     [--also-user-dir OTHER/ofasys_fairseq]
+    python -m benchmarks.train_speed [--quick] [--runs N] [--max-tokens N] [--max-update N]
+                                     [--workers N] [--also-user-dir OTHER/ofasys_fairseq]
 """
 import argparse
 import itertools
@@ -536,6 +536,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test)")
     parser.add_argument("--runs", type=int, default=None, help="runs of each model")
     parser.add_argument("--workers", type=int, default=None, help="--num-workers")
+    parser.add_argument("--max-tokens", type=int, default=None, help="--max-tokens of every run")
     parser.add_argument("--max-update", type=int, default=None,
                         help="updates per run (the first warmup_updates are not timed)")
     parser.add_argument("--also-user-dir", action="append", default=[], metavar="DIR",
@@ -547,6 +548,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         settings = replace(settings, runs=args.runs)
     if args.workers is not None:
         settings = replace(settings, num_workers=args.workers)
+    if args.max_tokens:
+        settings = replace(settings, max_tokens=args.max_tokens)
     if args.max_update:
         settings = replace(settings, max_update=args.max_update)
     if args.also_user_dir:

@@ -26,19 +26,22 @@ onto another lexicon with adjacent pairs swapped.
 
 The runs take turns at a fine grain, so that other processes on a shared machine slow
 them alike: all ``runs`` x 3 ``fairseq-train`` processes start, one after the other, and
-each computes ``--log-interval`` updates in its turn while the others are stopped
-(SIGSTOP / SIGCONT to its process group): baseline, ofasys layers, ours, baseline, ...
-A turn is timed from the run's resumption to its ``train_inner`` log line, so waiting
-for its turn does not count (fairseq's own ``wps`` would count it); the tokens are the
-log's ``wpb`` (target tokens per update) x updates. Over the turns after the first
-``warmup_updates`` updates (start-up and first batches): target tokens per wall second
-(data loading included), and per CPU second of the run's processes. ``x base`` is a
-run's rate over the baseline's of the same round, then averaged over the rounds.
+each computes one update in its turn while the others are stopped (SIGSTOP / SIGCONT
+to its process group): baseline, ofasys layers, ours, baseline, ... A turn is timed from
+the run's resumption to its ``train_inner`` log line (``--log-interval 1``), so waiting
+for its turn does not count (fairseq's own ``wps`` would count it); its tokens are the
+line's ``wpb`` (the update's target tokens). The rates are over whole epochs after the
+first ``warmup_epochs`` (start-up, first batches): every run then trains on every row
+once per epoch (checked: the timed tokens are the corpus's), so how a pipeline batches
+and pads counts, and no run is timed on luckier batches than another. Target tokens per
+wall second (data loading included), and per CPU second of the run's processes.
+``x base`` is a run's rate over the baseline's of the same round, then averaged over the
+rounds.
 ``--also-user-dir DIR`` adds ours from another copy of the plugin to the turns (a
 change against the code before it, in the same run).
 
     python -m benchmarks --only train_speed [--quick]
-    python -m benchmarks.train_speed [--quick] [--runs N] [--max-tokens N] [--max-update N]
+    python -m benchmarks.train_speed [--quick] [--runs N] [--rows N] [--max-tokens N] [--max-epoch N]
                                      [--workers N] [--also-user-dir OTHER/ofasys_fairseq]
 """
 import argparse
@@ -81,7 +84,7 @@ OFASYS_LAYERS = ["--activation-fn", "gelu", "--encoder-normalize-before",
 
 @dataclass(frozen=True)
 class Settings:
-    rows: int = 3000  # training pairs
+    rows: int = 1500  # training pairs
     valid_rows: int = 30
     lexicon: int = 3000  # pseudo-words per language
     min_words: int = 4
@@ -93,9 +96,8 @@ class Settings:
     layers: int = 4  # encoder and decoder each
     dropout: float = 0.1
     max_tokens: int = 1024
-    max_update: int = 30
-    warmup_updates: int = 10  # updates left out of the rates (start-up, first batches)
-    log_interval: int = 2  # updates per turn (a multiple of it ends the warm-up)
+    max_epoch: int = 2
+    warmup_epochs: int = 1  # epochs left out of the rates (start-up, first batches)
     runs: int = 3  # runs of each model (runs of one model differ by a few percent)
     num_workers: int = 0  # --num-workers (0: data loading in the training process)
     seed: int = 1
@@ -107,7 +109,7 @@ class Settings:
 FULL = Settings()
 QUICK = Settings(rows=200, valid_rows=5, lexicon=200, min_words=2, max_words=10,
                  vocab_size=300, embed_dim=32, ffn_embed_dim=64, attention_heads=2, layers=1,
-                 max_tokens=256, max_update=6, warmup_updates=2, log_interval=1, runs=1)
+                 max_tokens=256, runs=1)
 
 
 def models(settings: Settings) -> List[str]:
@@ -224,10 +226,13 @@ def common_args(settings: Settings, work_dir: Path) -> List[str]:
     s = settings
     return ["--dropout", str(s.dropout), "--label-smoothing", "0.1",
             "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "0.0005",
-            "--max-tokens", str(s.max_tokens), "--max-update", str(s.max_update),
+            "--max-tokens", str(s.max_tokens), "--max-epoch", str(s.max_epoch),
             "--num-workers", str(s.num_workers), "--cpu", "--seed", str(s.seed),
+            # fairseq's batch_by_size drops an epoch's last batch unless its size is a
+            # multiple of this (fairseq issue #5036): every row trains once per epoch
+            "--required-batch-size-multiple", "1",
             "--disable-validation", "--no-save", "--save-dir", str(work_dir / "checkpoints"),
-            "--log-format", "json", "--log-interval", str(s.log_interval)]
+            "--log-format", "json", "--log-interval", "1"]
 
 
 def baseline_args(settings: Settings, binary: Path, work_dir: Path,
@@ -357,8 +362,8 @@ class Job:
             self.process.wait()
 
     def result(self, settings: Settings) -> dict:
-        if not self.intervals or int(self.intervals[-1].line["num_updates"]) != settings.max_update:
-            raise BenchmarkError(f"{self.name}: did not log {settings.max_update} updates:\n"
+        if not self.intervals or int(self.intervals[-1].line["epoch"]) != settings.max_epoch:
+            raise BenchmarkError(f"{self.name}: did not train {settings.max_epoch} epochs:\n"
                                  f"{''.join(self.lines)[-3000:]}")
         last = self.intervals[-1].line
         return dict(rate(self.intervals, settings), name=self.name, round=self.round,
@@ -367,22 +372,20 @@ class Job:
 
 
 def rate(intervals: Sequence[Interval], settings: Settings) -> dict:
-    """Target tokens (``wpb`` x updates of each logged interval) per wall second and per
-    CPU second of the run, over the intervals that start after the warm-up updates."""
+    """Target tokens (``wpb`` of each logged update) per wall second and per CPU second
+    of the run, over the updates of the epochs after the warm-up ones."""
     tokens = seconds = cpu = others = 0.0
-    updates = previous = 0
+    updates = 0
     for interval in intervals:
-        count = int(interval.line["num_updates"]) - previous
-        if previous >= settings.warmup_updates:
-            tokens += float(interval.line["wpb"]) * count
+        if int(interval.line["epoch"]) > settings.warmup_epochs:
+            tokens += float(interval.line["wpb"])
             seconds += interval.wall
             cpu = None if cpu is None or interval.cpu is None else cpu + interval.cpu
             others = (None if others is None or interval.others is None
                       else others + interval.others * interval.wall)
-            updates += count
-        previous = int(interval.line["num_updates"])
+            updates += 1
     if updates == 0:
-        raise BenchmarkError("no timed updates: raise --max-update above the warm-up")
+        raise BenchmarkError("no timed updates: raise max_epoch above the warm-up epochs")
     return {"tokens": tokens, "seconds": seconds, "updates": updates,
             "tokens_per_s": tokens / seconds, "ms_per_update": 1000 * seconds / updates,
             "tokens_per_cpu_s": tokens / cpu if cpu else None,
@@ -419,10 +422,9 @@ def run(settings: Settings = FULL, out=None) -> dict:
     """Generate, binarize, check, train in turns and print; returns
     {"data": token counts, "runs": [per run], "summary": {model: ...}, "others": cores}."""
     out = out or sys.stdout
-    if not 0 < settings.warmup_updates < settings.max_update or (
-            settings.warmup_updates % settings.log_interval):
-        raise ValueError("warmup_updates must be a positive multiple of log_interval, below "
-                         "max_update (the first turn includes the start-up)")
+    if not 0 < settings.warmup_epochs < settings.max_epoch:
+        raise ValueError("warmup_epochs must be positive (the first turns include the "
+                         "start-up) and below max_epoch")
     started = time.perf_counter()
     before = cpu_seconds_with_children()
     with tempfile.TemporaryDirectory(prefix="ofasys-train-speed-") as tmp:
@@ -445,6 +447,7 @@ def run(settings: Settings = FULL, out=None) -> dict:
                 run_dir.mkdir()
                 jobs.append(Job(name, index, command(run_dir), run_dir / "log.txt"))
         runs = train_in_turns(jobs, settings)
+    check_whole_epochs(runs, data, settings)
     summary = summarize(runs, models(settings))
     print_report(settings, data, runs, summary, out)
     others = other_processes_cores(before, cpu_seconds_with_children(),
@@ -452,6 +455,15 @@ def run(settings: Settings = FULL, out=None) -> dict:
     print_competition(others, out)
     print(f"total {time.perf_counter() - started:.1f} s", file=out)
     return {"data": data, "runs": runs, "summary": summary, "others": others}
+
+
+def check_whole_epochs(runs: Sequence[dict], data: dict, settings: Settings) -> None:
+    """Every run was timed on every target token of the timed epochs, once each."""
+    expected = data["target_tokens"] * (settings.max_epoch - settings.warmup_epochs)
+    for r in runs:
+        if r["tokens"] != expected:
+            raise BenchmarkError(f"{r['name']} (run {r['round'] + 1}): {r['tokens']:.0f} "
+                                 f"timed target tokens, the timed epochs hold {expected}")
 
 
 def summarize(runs: List[dict], names: Sequence[str] = MODELS) -> Dict[str, dict]:
@@ -487,11 +499,11 @@ def print_report(settings: Settings, data: dict, runs: List[dict], summary: Dict
           f"source adds <s>), vocabulary {data['vocabulary']} symbols in both", file=out)
     print(f"models: width {s.embed_dim}, FFN {s.ffn_embed_dim}, {s.attention_heads} heads, "
           f"{s.layers}+{s.layers} layers, tied embeddings, dropout {s.dropout}; Adam, "
-          f"--max-tokens {s.max_tokens}, --max-update {s.max_update}, --num-workers "
+          f"--max-tokens {s.max_tokens}, --max-epoch {s.max_epoch}, --num-workers "
           f"{s.num_workers}, OMP_NUM_THREADS=1, {os.cpu_count()} cores", file=out)
-    print(f"rates over updates {s.warmup_updates + 1}-{s.max_update}: target tokens (fairseq's "
-          f"train_inner wpb) per wall second and per CPU second of the run; the "
-          f"{len(models(s)) * s.runs} runs take turns, {s.log_interval} updates each", file=out)
+    print(f"rates over epochs {s.warmup_epochs + 1}-{s.max_epoch} (every row once per epoch): "
+          f"target tokens (fairseq's train_inner wpb) per wall second and per CPU second of "
+          f"the run; the {len(models(s)) * s.runs} runs take turns, one update each", file=out)
     w = max([30] + [len(name) + 2 for name in summary])
     header = (f"\n{'run':<5}{'model':<{w}}{'tgt tok/s':>10}{'ms/update':>10}{'x base':>8}"
               f"{'tok/CPU-s':>10}{'x base':>8}{'start s':>8}{'loss':>7}{'others':>7}")
@@ -537,8 +549,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--runs", type=int, default=None, help="runs of each model")
     parser.add_argument("--workers", type=int, default=None, help="--num-workers")
     parser.add_argument("--max-tokens", type=int, default=None, help="--max-tokens of every run")
-    parser.add_argument("--max-update", type=int, default=None,
-                        help="updates per run (the first warmup_updates are not timed)")
+    parser.add_argument("--rows", type=int, default=None, help="training pairs")
+    parser.add_argument("--max-epoch", type=int, default=None,
+                        help="epochs per run (the first warmup_epochs are not timed)")
     parser.add_argument("--also-user-dir", action="append", default=[], metavar="DIR",
                         help="also train ours from this copy of ofasys_fairseq (e.g. a git "
                              "worktree of the code before a change), in the same turns")
@@ -550,8 +563,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         settings = replace(settings, num_workers=args.workers)
     if args.max_tokens:
         settings = replace(settings, max_tokens=args.max_tokens)
-    if args.max_update:
-        settings = replace(settings, max_update=args.max_update)
+    if args.rows:
+        settings = replace(settings, rows=args.rows)
+    if args.max_epoch:
+        settings = replace(settings, max_epoch=args.max_epoch)
     if args.also_user_dir:
         settings = replace(settings, other_user_dirs=tuple(args.also_user_dir))
     try:

@@ -165,8 +165,8 @@ def test_unnamed_slots_read_columns_by_position(tmp_path):
 
 def test_ordered_indices_for_evaluation(open_task):
     ds = open_task.datasets["valid"]
-    # sorted by source size, then target size, then index (stable)
-    expected = sorted(range(len(ds)), key=lambda i: (ds.size(i)[0], ds.size(i)[1], i))
+    # sorted by num_tokens (what --max-tokens budgets), then target size, then index
+    expected = sorted(range(len(ds)), key=lambda i: (ds.num_tokens(i), ds.size(i)[1], i))
     assert ds.ordered_indices().tolist() == expected
 
 
@@ -179,10 +179,11 @@ def test_ordered_indices_for_training_are_shuffled_with_the_seed(open_task):
     first = orders[1][0]
     assert orders[1][1] == first  # same seed, same order
     assert sorted(first) == list(range(len(ds)))
-    keys = [ds.size(i) for i in first]
-    assert keys == sorted(keys)  # still sorted by (source, target) size for tight batches
+    keys = [(ds.num_tokens(i), ds.size(i)[1]) for i in first]
+    assert keys == sorted(keys)  # still sorted by (num_tokens, target size) for tight batches
     # rows of equal sizes come in another order with another seed
-    assert orders[2][0] != first and [ds.size(i) for i in orders[2][0]] == keys
+    assert orders[2][0] != first and [(ds.num_tokens(i), ds.size(i)[1])
+                                      for i in orders[2][0]] == keys
 
 
 def test_filter_indices_by_size(open_task):

@@ -14,6 +14,7 @@ from omegaconf import II
 from ..modalities import ModalityModelOptions, registered_modalities
 from ..modalities.base import CONTINUOUS, FEATURES
 from .adapters import TokenAdapter
+from .dropout import use_uniform_dropout
 from .universal_decoder import UniversalDecoder
 from .universal_encoder import TOKENS_ADAPTER, UniversalEncoder
 
@@ -88,7 +89,7 @@ class OFASysModel(FairseqEncoderDecoderModel):
                 heads[modality.name] = modality.build_output_head(settings, cfg.embed_dim)
         encoder = UniversalEncoder(layers, dictionary, nn.ModuleDict(adapters), modality_of)
         decoder = UniversalDecoder(layers, dictionary, embed_tokens, nn.ModuleDict(heads))
-        return cls(encoder, decoder)
+        return use_uniform_dropout(cls(encoder, decoder))
 
     def forward(self, src_tokens, src_lengths, prev_output_tokens, features_only: bool = False,
                 features=None, decoder_frames=None):

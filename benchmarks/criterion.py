@@ -390,11 +390,31 @@ def cpu_seconds():
     return busy, own.ru_utime + own.ru_stime
 
 
+def cpu_seconds_with_children():
+    """``cpu_seconds`` counting this process's finished children (DataLoader workers once
+    joined, subprocesses once waited for) as its own."""
+    seconds = cpu_seconds()
+    if seconds is None:
+        return None
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return seconds[0], seconds[1] + children.ru_utime + children.ru_stime
+
+
 def other_processes_cores(before, after, wall: float) -> Optional[float]:
     """Average number of cores other processes kept busy between two ``cpu_seconds``."""
     if before is None or after is None or wall <= 0:
         return None
     return max(0.0, ((after[0] - before[0]) - (after[1] - before[1])) / wall)
+
+
+def print_competition(others: Optional[float], out) -> None:
+    if others is None:
+        return
+    print(f"other processes used {others:.2f} of {os.cpu_count()} cores on average meanwhile",
+          file=out)
+    if others > 0.25:
+        print("WARNING: other processes competed for the cores: the timings are unreliable "
+              "(rerun on a quiet machine).", file=out)
 
 
 # --- report ---------------------------------------------------------------------------------------
@@ -456,13 +476,8 @@ def run(settings: Settings = FULL, out=None) -> Dict[str, dict]:
           "first batch, same dropout seed.", file=out)
     print(f"all variants agree on loss and nll (rel. {LOSS_RTOL:g}) and parameter gradients "
           f"(rel. {GRAD_RTOL:g}); total {time.perf_counter() - started:.1f} s", file=out)
-    others = other_processes_cores(cpu_before, cpu_seconds(), time.perf_counter() - started)
-    if others is not None:
-        print(f"other processes used {others:.2f} of {os.cpu_count()} cores on average "
-              f"during the run", file=out)
-        if others > 0.25:
-            print("WARNING: other processes competed for the cores: the timings are "
-                  "unreliable (rerun on a quiet machine).", file=out)
+    print_competition(other_processes_cores(cpu_before, cpu_seconds(),
+                                            time.perf_counter() - started), out)
     return results
 
 

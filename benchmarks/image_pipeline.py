@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import os
 import random
-import resource
 import statistics
 import sys
 import tempfile
@@ -40,7 +39,8 @@ from PIL import Image, ImageDraw
 from torchvision import transforms
 
 import ofasys_fairseq  # noqa: F401  (registers the task, model and criterion with fairseq)
-from benchmarks.criterion import cpu_seconds, demo_data, other_processes_cores
+from benchmarks.criterion import (cpu_seconds_with_children, demo_data, other_processes_cores,
+                                  print_competition)
 from fairseq import optim, options, tasks, utils
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from ofasys_fairseq.modalities.image.adapter import ImageAdapter
@@ -418,31 +418,12 @@ def print_data_wait(rows: List[dict], settings: Settings, out) -> None:
           "buffer 10 (a thread that prefetches batches).", file=out)
 
 
-def cpu_seconds_ours() -> Optional[Tuple[float, float]]:
-    """``cpu_seconds`` counting this process's finished children (the DataLoader
-    workers, once joined) as its own."""
-    seconds = cpu_seconds()
-    if seconds is None:
-        return None
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return seconds[0], seconds[1] + children.ru_utime + children.ru_stime
-
-
 def measured(part: Callable[[], List[dict]]) -> Tuple[List[dict], Optional[float]]:
     """Run one part; also return how many cores other processes kept busy meanwhile."""
-    before, start = cpu_seconds_ours(), time.perf_counter()
+    before, start = cpu_seconds_with_children(), time.perf_counter()
     rows = part()
-    return rows, other_processes_cores(before, cpu_seconds_ours(), time.perf_counter() - start)
-
-
-def print_competition(others: Optional[float], out) -> None:
-    if others is None:
-        return
-    print(f"other processes used {others:.2f} of {os.cpu_count()} cores on average meanwhile",
-          file=out)
-    if others > 0.25:
-        print("WARNING: other processes competed for the cores: the timings are unreliable "
-              "(rerun on a quiet machine).", file=out)
+    return rows, other_processes_cores(before, cpu_seconds_with_children(),
+                                       time.perf_counter() - start)
 
 
 def run(settings: Settings = FULL, out=None) -> Dict[str, List[dict]]:

@@ -53,7 +53,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 import ofasys_fairseq  # noqa: F401  (registers the task, model and criterion with fairseq)
-from benchmarks.criterion import cpu_seconds, demo_data, other_processes_cores
+from benchmarks.criterion import (cpu_seconds, demo_data, other_processes_cores,
+                                  print_competition)
 from fairseq import options, tasks
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from fairseq.trainer import Trainer
@@ -421,16 +422,6 @@ def print_throughput(rows: List[dict], settings: Settings, out) -> None:
           "task-alone runs would take for the same target tokens of each task, / the time "
           "taken (1.0: no multitask overhead; > 1: faster than training the tasks one by one).",
           file=out)
-
-
-def print_competition(others: Optional[float], out) -> None:
-    if others is None:
-        return
-    print(f"other processes used {others:.2f} of {os.cpu_count()} cores on average meanwhile",
-          file=out)
-    if others > 0.25:
-        print("WARNING: other processes competed for the cores: the timings are unreliable "
-              "(rerun on a quiet machine).", file=out)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

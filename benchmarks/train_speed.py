@@ -50,7 +50,6 @@ import json
 import os
 import random
 import re
-import resource
 import signal
 import statistics
 import subprocess
@@ -62,8 +61,8 @@ from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import ofasys_fairseq  # noqa: F401  (registers the task, model and criterion with fairseq)
-from benchmarks.criterion import (BenchmarkError, cpu_seconds, other_processes_cores,
-                                  pseudo_words)
+from benchmarks.criterion import (BenchmarkError, cpu_seconds, cpu_seconds_with_children,
+                                  other_processes_cores, print_competition, pseudo_words)
 from fairseq import options, tasks
 from fairseq.data import Dictionary, data_utils
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
@@ -409,15 +408,6 @@ def train_in_turns(jobs: Sequence[Job], settings: Settings) -> List[dict]:
     return [job.result(settings) for job in jobs]
 
 
-def cpu_seconds_with_children():
-    """``cpu_seconds`` counting the finished child processes (the runs) as our own."""
-    seconds = cpu_seconds()
-    if seconds is None:
-        return None
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return seconds[0], seconds[1] + children.ru_utime + children.ru_stime
-
-
 def run(settings: Settings = FULL, out=None) -> dict:
     """Generate, binarize, check, train in turns and print; returns
     {"data": token counts, "runs": [per run], "summary": {model: ...}, "others": cores}."""
@@ -530,16 +520,6 @@ def print_report(settings: Settings, data: dict, runs: List[dict], summary: Dict
 
 def _number(value: Optional[float], width: int, digits: int) -> str:
     return f"{'n/a':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
-
-
-def print_competition(others: Optional[float], out) -> None:
-    if others is None:
-        return
-    print(f"other processes used {others:.2f} of {os.cpu_count()} cores on average meanwhile",
-          file=out)
-    if others > 0.25:
-        print("WARNING: other processes competed for the cores: the timings are unreliable "
-              "(rerun on a quiet machine).", file=out)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -101,3 +101,43 @@ def test_without_the_users_package_the_type_is_unknown(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert "unknown type 'NUMBER'" in result.stderr, result.stderr[-3000:]
+
+
+FRAME_DECODING = """
+import json, sys
+import torch
+sys.path.insert(0, {plugin_parent!r})
+import number_modality  # noqa: F401  (registers NUMBER)
+from fairseq import options, tasks
+from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+from ofasys_fairseq.decoding.frame_generator import generate_frames
+args = options.parse_args_and_arch(options.get_training_parser(), {args!r})
+cfg = convert_namespace_to_omegaconf(args)
+task = tasks.setup_task(cfg.task)
+task.load_dataset("valid")
+model = task.build_model(cfg.model).eval()
+dataset = task.datasets["valid"]
+sample = dataset.collater([dataset[i] for i in range(3)])
+result = {{}}
+for dtype in (torch.float32, torch.bfloat16):
+    frames = generate_frames(model.to(dtype), sample, "NUMBER", max_frames=100,
+                             stop_threshold=1.1)  # never stops: only the cap ends a row
+    result[str(dtype)] = [[f.shape[0], str(f.dtype)] for f in frames]
+print(json.dumps(result))
+"""
+
+
+def test_frame_decoding_stays_within_the_decoder_positions_in_any_precision(tmp_path):
+    """Asked for more frames than the decoder has positions, each row gets as many as fit
+    (not an index error); a bfloat16 model decodes from its float frames."""
+    data = write_task(str(tmp_path), "countdown", train=20, valid=5)
+    args = [str(data), *TRAIN_ARGS, "--instruction", COUNTDOWN, "--max-target-positions", "8",
+            "--save-dir", str(tmp_path / "ck")]
+    script = FRAME_DECODING.format(plugin_parent=os.path.dirname(PLUGIN), args=args)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    decoded = json.loads(result.stdout.strip().splitlines()[-1])
+    # no forced prefix: the last step reads eos and 7 frames (8 positions), predicts the 8th
+    assert decoded == {"torch.float32": [[8, "torch.float32"]] * 3,
+                       "torch.bfloat16": [[8, "torch.float32"]] * 3}

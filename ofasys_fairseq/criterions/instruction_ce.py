@@ -108,29 +108,28 @@ class InstructionCrossEntropyCriterion(FairseqCriterion):
         scored = target.ne(self.padding_idx).nonzero(as_tuple=True)[0]
         logits = model.decoder.output_layer(
             features.reshape(-1, features.size(-1))[scored]).float()
-        gold = target[scored]
-        losses, nll_losses = logits.new_zeros(len(gold)), logits.new_zeros(len(gold))
-        open_rows = torch.ones_like(gold, dtype=torch.bool)
-
+        gold, sample_row = target[scored], torch.div(scored, width, rounding_mode="floor")
         steps = sample.get("closed_set_steps")
-        if steps is not None:
-            row_of = torch.full_like(target, -1)
-            row_of[scored] = torch.arange(len(scored), device=target.device)
-            rows = row_of[steps["positions"]]
-            if bool((rows < 0).any()):  # -1 would silently score another position
-                raise ValueError("closed_set_steps name a position with no target token")
-            losses[rows], nll_losses[rows] = closed_set_loss(logits[rows], gold[rows],
-                                                             steps["allowed"], self.eps)
-            open_rows[rows] = False
-
         if steps is None:  # all free text: no row selection (it would copy N x V logits)
             losses, nll_losses = label_smoothed_nll_loss(
                 F.log_softmax(logits, dim=-1), gold, self.eps, ignore_index=None, reduce=False)
-        elif open_rows.any():
+            return losses, nll_losses, sample_row
+
+        row_of = torch.full_like(target, -1)
+        row_of[scored] = torch.arange(len(scored), device=target.device)
+        rows = row_of[steps["positions"]]
+        if bool((rows < 0).any()):  # -1 would silently score another position
+            raise ValueError("closed_set_steps name a position with no target token")
+        losses, nll_losses = logits.new_zeros(len(gold)), logits.new_zeros(len(gold))
+        losses[rows], nll_losses[rows] = closed_set_loss(logits[rows], gold[rows],
+                                                         steps["allowed"], self.eps)
+        open_rows = torch.ones_like(gold, dtype=torch.bool)
+        open_rows[rows] = False
+        if open_rows.any():
             lprobs = F.log_softmax(logits[open_rows], dim=-1)
             losses[open_rows], nll_losses[open_rows] = label_smoothed_nll_loss(
                 lprobs, gold[open_rows], self.eps, ignore_index=None, reduce=False)
-        return losses, nll_losses, torch.div(scored, width, rounding_mode="floor")
+        return losses, nll_losses, sample_row
 
     def _task_stats(self, task_ids: torch.Tensor, sample_row: torch.Tensor,
                     losses: torch.Tensor):

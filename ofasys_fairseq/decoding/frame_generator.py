@@ -22,7 +22,8 @@ def generate_frames(model, sample, modality: str, max_frames: int,
         model: an ``OFASysModel`` with an output head for ``modality``.
         sample: a collated batch (``net_input``, ``decoder_prefix``).
         modality: the target's modality (its head reads and writes the frames).
-        max_frames: the most frames a row gets.
+        max_frames: the most frames a row gets (at most what the decoder's positions leave
+            after the longest prefix).
         stop_threshold: a row ends once its stop probability exceeds this.
     """
     net_input = sample["net_input"]
@@ -37,26 +38,35 @@ def generate_frames(model, sample, modality: str, max_frames: int,
     if prefix is None:
         prefix = tokens.new_full((batch, 1), dictionary.pad())
     prefix_lengths = prefix.ne(dictionary.pad()).sum(1)
+    longest_prefix = int(prefix_lengths.max())
+    # the last step reads eos, the prefix and all frames but the last
+    max_frames = min(max_frames, model.decoder.max_positions() - longest_prefix)
+    if max_frames < 1:
+        raise ValueError(f"a forced prefix of {longest_prefix} tokens leaves no decoder "
+                         f"position for a frame (max positions "
+                         f"{model.decoder.max_positions()})")
     placeholder = tokens.new_full((batch,), dictionary.unk())  # a frame's position
     frame_dim = head.frame_projection.out_features
     inputs = torch.zeros(batch, 1, frame_dim, device=device)
     is_frame = torch.zeros(batch, 1, dtype=torch.bool, device=device)
     outputs: List[List[torch.Tensor]] = [[] for _ in range(batch)]
+    finished = [False] * batch
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     state = {}
-    for position in range(int(prefix_lengths.max()) + max_frames):
+    for position in range(longest_prefix + max_frames):
         states, _ = model.decoder(tokens, encoder_out=encoder_out, incremental_state=state,
                                   features_only=True,
                                   decoder_frames={"modality": modality, "frames": inputs,
                                                   "mask": is_frame})
         predicted = head(states[:, -1])
         emitting = (position >= prefix_lengths) & ~done
-        stops = torch.sigmoid(predicted.stop_logits.float()) > stop_threshold
-        for row in emitting.nonzero().flatten().tolist():
+        stops = (torch.sigmoid(predicted.stop_logits.float()) > stop_threshold).tolist()
+        for row in emitting.nonzero().flatten().tolist():  # (one device sync per step)
             outputs[row].append(predicted.frames[row].float())
-            done[row] = bool(stops[row]) or len(outputs[row]) == max_frames
-        if bool(done.all()):
+            finished[row] = stops[row] or len(outputs[row]) == max_frames
+        if all(finished):
             break
+        done = torch.tensor(finished, device=device)
         reads_prefix = position + 1 <= prefix_lengths  # position + 1 holds prefix[position]
         next_token = torch.where(reads_prefix, prefix[:, min(position, prefix.size(1) - 1)],
                                  placeholder)

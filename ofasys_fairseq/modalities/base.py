@@ -20,7 +20,7 @@ Output side, two kinds (``output_kind``):
   modality's constraints, postprocessed into the user's value;
 * ``"continuous"``: target frames (``T x F``). The modality brings an output head (a
   pre-net the decoder reads previous frames through, and projections of the decoder
-  states to a frame and a stop logit: ``models/output_heads.py``), its loss term and its
+  states to a frame and a stop logit: ``modalities/frames.py``), its loss term and its
   generator (by default autoregressive frames until the stop flag:
   ``decoding/frame_generator.py``; a diffusion sampler would be another).
 
@@ -242,7 +242,7 @@ class Modality:
     def build_output_head(self, settings: Mapping[str, Any], embed_dim: int) -> torch.nn.Module:
         """The module with ``embed(frames: ... x F) -> ... x D`` (what the decoder reads of
         a frame) and ``forward(states: N x D) -> FramePrediction`` (see
-        ``models/output_heads.FrameHead``)."""
+        ``modalities/frames.FrameHead``)."""
         raise NotImplementedError
 
     def loss(self, predicted, frames: torch.Tensor, stop: torch.Tensor,

@@ -17,9 +17,9 @@ class UniformDropout(FairseqDropout):
     masks as ``rand >= p``."""
 
     def forward(self, x: Tensor, inplace: bool = False) -> Tensor:
-        if x.device.type != "cpu" or not (self.p > 0 and (self.training
-                                                          or self.apply_during_inference)):
-            return super().forward(x, inplace)
+        if x.device.type != "cpu" or not (0 < self.p < 1 and (self.training
+                                                              or self.apply_during_inference)):
+            return super().forward(x, inplace)  # (p = 1: zeros, as F.dropout)
         keep = torch.rand_like(x).ge_(self.p).mul_(1.0 / (1.0 - self.p))
         return x.mul_(keep) if inplace else x * keep
 

@@ -75,8 +75,9 @@ class UniversalDecoder(FairseqIncrementalDecoder):
                 frames, frame_mask = frames[:, -1:], frame_mask[:, -1:]
         x = self.embed_tokens(tokens)
         if frames is not None:
-            embedded = self.output_heads[decoder_frames["modality"]].embed(frames)
-            x = torch.where(frame_mask.unsqueeze(-1), embedded.to(x.dtype), x)
+            # frames in the model's precision (a half model decodes from float frames)
+            embedded = self.output_heads[decoder_frames["modality"]].embed(frames.to(x.dtype))
+            x = torch.where(frame_mask.unsqueeze(-1), embedded, x)
         x = self.dropout_module(self.layernorm_embedding(x + positions))
         x = x.transpose(0, 1)  # T x B x C
         padding_mask = tokens.eq(self.padding_idx)

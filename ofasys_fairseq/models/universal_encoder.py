@@ -9,7 +9,7 @@ from fairseq.modules import FairseqDropout, LayerNorm
 from fairseq.modules.transformer_layer import TransformerEncoderLayerBase
 from torch import Tensor
 
-from ..modalities.base import MAX_FEATURE_SLOTS, AdapterOutput, unique
+from ..modalities.base import MAX_FEATURE_SLOTS, AdapterOutput
 
 TOKENS_ADAPTER = "tokens"  # the token stream's adapter (and its type embedding, row 0)
 
@@ -36,7 +36,8 @@ class UniversalEncoder(FairseqEncoder):
         dim = cfg.encoder.embed_dim
         self.adapters = adapters
         self.modality_of = dict(modality_of)
-        types = [TOKENS_ADAPTER] + unique(self.modality_of.values())
+        # rows by name, not by registration: plug-ins imported in another order keep them
+        types = [TOKENS_ADAPTER] + sorted(set(self.modality_of.values()))
         self.type_index = {name: i for i, name in enumerate(types)}
         self.type_embedding = nn.Embedding(len(types), dim)
         # at the scale of the token embeddings: an N(0, 1) offset, the same on every text

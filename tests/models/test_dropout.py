@@ -56,3 +56,8 @@ def test_replacing_keeps_names_and_is_idempotent():
     use_uniform_dropout(use_uniform_dropout(module))
     assert [n for n, _ in module.named_modules()] == names
     assert type(module[0]) is UniformDropout and module[0].module_name == "a"
+
+
+def test_p_one_drops_everything_as_fairseq_does():
+    x = torch.ones(4, 4, requires_grad=True)
+    assert UniformDropout(1.0).train()(x).eq(0).all()

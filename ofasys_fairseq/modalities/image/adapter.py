@@ -12,7 +12,7 @@ the run's ``--image-size``; a slot of another size (``[IMAGE:img,size=64]``) get
 linearly interpolated to its grid, so one adapter reads images of every size.
 """
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -69,7 +69,7 @@ DEFAULT_GEOMETRY = ImageGeometry(image_size=256, vit_patch_size=16)
 
 
 def adapter_key(adaptor: str) -> str:
-    """The encoder's ModuleDict key (and ``net_input['images']`` key) of an image adaptor."""
+    """The encoder's ModuleDict key (and a feature group's ``adapter``) of an image adaptor."""
     return f"image_{adaptor}"
 
 
@@ -143,9 +143,3 @@ def build_image_adapter(adaptor: str, geometry: ImageGeometry, embed_dim: int,
         return ImageAdapter(nn.Conv2d(3, embed_dim, kernel_size=patch, stride=patch), embed_dim,
                             geometry.grid(adaptor), embed_dim)
     raise ValueError(f"unknown image adaptor {adaptor!r}; expected one of {IMAGE_ADAPTORS}")
-
-
-def build_image_adapters(adaptors, geometry: ImageGeometry, embed_dim: int,
-                         resnet_depth: int) -> Dict[str, ImageAdapter]:
-    return {adapter_key(a): build_image_adapter(a, geometry, embed_dim, resnet_depth)
-            for a in adaptors}

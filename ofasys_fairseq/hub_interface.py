@@ -87,7 +87,7 @@ class OFASys:
             batch = dataset.collater([dataset[i] for i in range(start, min(start + batch_size,
                                                                            len(dataset)))])
             batch = utils.apply_to_sample(lambda t: t.to(self.device), batch)
-            predictions = self.task.predict(self.model, batch, beam, max_len)
+            predictions = self.task.predictions(self.model, batch, None, max_len, beam)
             for row, (sample_id, prediction) in enumerate(zip(batch["id"].tolist(), predictions)):
                 results[sample_id] = {plan.target.column: self.task.output(batch, row, prediction)}
         return results

@@ -218,7 +218,7 @@ class InstructionDataset(FairseqDataset):
             inputs[row, start + 1:start + len(f)] = f[:-1]
             is_frame[row, start + 1:start + len(f)] = True
             positions.append(row * width + start + torch.arange(len(f)))
-            stops.append(torch.zeros(len(f)).index_fill_(0, torch.tensor([len(f) - 1]), 1.0))
+            stops.append(torch.arange(len(f)).eq(len(f) - 1).float())  # 1 on the last
             rows.append(torch.full((len(f),), row))
         batch["net_input"]["decoder_frames"] = {"modality": self.plan.target.modality,
                                                 "frames": inputs, "mask": is_frame}

@@ -368,27 +368,22 @@ class InstructionTask(FairseqTask):
                                        extra_gen_cls_kwargs,
                                        prefix_allowed_tokens_fn or self._allowed_tokens)
 
-    def predict(self, model, sample, beam: int, max_len: int) -> List[Any]:
-        """Each row's best output (what ``output`` reads): beam search for token targets,
-        the modality's generator for continuous ones; ``max_len`` excludes the forced
-        prefix."""
-        generator = None
-        if get_modality(sample["target_slot"].modality).output_kind != CONTINUOUS:
-            prefix = sample["decoder_prefix"]
-            longest = 0 if prefix is None else int(prefix.ne(self.dictionary.pad()).sum(1).max())
-            generator = self._sequence_generator(
-                [model], argparse.Namespace(beam=beam, max_len_a=0, max_len_b=max_len + longest))
-        return self.predictions(model, sample, generator, max_len)
-
-    def predictions(self, model, sample, generator, max_len: int) -> List[Any]:
-        """Each row's best output: by ``generator`` (a sequence generator of this task) for
-        token targets, by the modality's own generator (at most ``max_len`` frames) for
-        continuous ones."""
+    def predictions(self, model, sample, generator: Optional[RestrictedSequenceGenerator],
+                    max_len: int, beam: int = 1) -> List[Any]:
+        """Each row's best output (what ``output`` reads): for token targets by
+        ``generator`` (a sequence generator of this task; None: one with ``beam`` beams,
+        ``max_len`` tokens after the forced prefix), for continuous ones by the modality's
+        own generator (at most ``max_len`` frames)."""
         target = sample["target_slot"]
         modality = get_modality(target.modality)
         if modality.output_kind == CONTINUOUS:
             return modality.generate(model, sample, target, self.context(target.modality),
                                      max_len)
+        if generator is None:
+            prefix = sample["decoder_prefix"]
+            longest = 0 if prefix is None else int(prefix.ne(self.dictionary.pad()).sum(1).max())
+            generator = self._sequence_generator(
+                [model], argparse.Namespace(beam=beam, max_len_a=0, max_len_b=max_len + longest))
         return [nbest[0]["tokens"] for nbest in self.inference_step(generator, [model], sample)]
 
     def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):

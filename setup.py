@@ -19,6 +19,7 @@ setup(
         "numpy",
         "regex",
         "sacrebleu>=2.0",
+        "rouge-score",
         "tqdm",
         "bitarray",
         "scikit-learn",

@@ -229,8 +229,13 @@ class Modality:
         raise NotImplementedError
 
     def metrics(self, slot: Slot, template) -> List[str]:
-        """Validation metrics of this target (names in ``scoring.validation_metrics``);
-        the first is the default one."""
+        """Validation metrics of this target by default (names in
+        ``scoring.validation_metrics``); the first is the main one."""
+        return []
+
+    def optional_metrics(self, slot: Slot, template) -> List[str]:
+        """Further metrics of this target a run may select (``--eval-metrics``, multitask
+        ``metrics:``)."""
         return []
 
     def metric_stats(self, predictions: Sequence[Any], references: Sequence[Any], slot: Slot,

@@ -4,16 +4,26 @@ In the encoder its tokens join the text stream (BART span masking and random-tok
 noise in training); as a target it is free text (BLEU, plus CIDEr-D for text about
 feature inputs such as images) or, with ``closed_set``, one of a label set (accuracy;
 decoding restricted to the labels' token trie).
+
+A target cell may hold several references, as a JSON list (``["a dog", "a puppy"]``; in
+a TSV/CSV file, a cell that parses as a JSON list of strings): each epoch trains on one
+of them, drawn with the row's seed (with ``closed_set``, one of those in the label set),
+and every metric reads all of them. Validation loss is on the first one.
 """
+import json
 import unicodedata
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import sacrebleu
 
 from ..instruction import AttrSpec, Slot
+from ..scoring.bleu import reference_streams
 from ..scoring.cider import CiderD
+from ..scoring.references import reference_list
+from ..scoring.rouge import rouge_l
 from ..scoring.validation_metrics import BLEU_ORDER
+from ..scoring.vqa_score import vqa_score
 from .base import (DECODER, ENCODER, FEATURES, Context, Corpus, Modality, Target,
                    TokenConstraint)
 from .registry import get_modality
@@ -31,6 +41,7 @@ MAX_LENGTH = AttrSpec("int", "keep at most this many tokens", min=1)
 class TextValue(NamedTuple):
     text: str  # normalized as the slot asks
     tokens: List[int]  # encoded, cut at max_length
+    references: Tuple["TextValue", ...] = ()  # each one, when a target cell holds a list
 
 
 def normalize_text(value: str, slot: Optional[Slot] = None) -> str:
@@ -48,6 +59,30 @@ def cell_text(cell: Any, slot: Slot) -> str:
     if isinstance(cell, bool) or not isinstance(cell, (str, int, float)):
         raise ValueError(f"expected text for {slot}, found {type(cell).__name__}")
     return str(cell)
+
+
+def is_target(slot: Slot) -> bool:
+    return slot.side == DECODER and not slot.has("no_loss")
+
+
+def reference_cells(cell: Any, slot: Slot) -> Optional[List[Any]]:
+    """The references of a cell holding a list of them (a JSON list in a text file),
+    None for a single value; ValueError for a list where a list cannot stand."""
+    if isinstance(cell, str) and cell.lstrip().startswith("[") and is_target(slot):
+        try:
+            parsed = json.loads(cell)
+        except ValueError:
+            return None
+        is_strings = isinstance(parsed, list) and all(isinstance(c, str) for c in parsed)
+        cell = parsed if is_strings else cell
+    if not isinstance(cell, list):
+        return None
+    if not is_target(slot):
+        raise ValueError(f"a list of references is read only in a target column; {slot} is "
+                         f"an input")
+    if not cell:
+        raise ValueError(f"expected at least one reference for {slot}, found an empty list")
+    return cell
 
 
 def mask_spans(tokens: Sequence[int], ratio: float, mask_index: int,
@@ -114,20 +149,44 @@ class TextModality(Modality):
 
     # -- cells -------------------------------------------------------------------------
     def vocabulary_texts(self, cell, slot: Slot) -> Sequence[str]:
-        return [normalize_text(cell_text(cell, slot), slot)]
+        cells = reference_cells(cell, slot) or [cell]
+        return [normalize_text(cell_text(c, slot), slot) for c in cells]
 
     def label_text(self, value, slot: Slot) -> str:
         return normalize_text(value, slot)
 
     def read(self, cell, slot: Slot, ctx: Context, decode: bool = True) -> TextValue:
+        cells = reference_cells(cell, slot)
+        if cells is None:
+            value = self._read_text(cell, slot, ctx)
+            if slot.has("closed_set") and not self._is_label(value, ctx):
+                raise ValueError(f"'{value.text}' is not one of the "
+                                 f"{len(ctx.closed_set.labels)} closed-set labels of this task")
+            return value
+        references = tuple(self._read_text(c, slot, ctx) for c in cells)
+        trainable = self._trainable(references, slot, ctx)
+        if not trainable:
+            raise ValueError(f"none of the {len(references)} references is one of the "
+                             f"{len(ctx.closed_set.labels)} closed-set labels of this task")
+        return trainable[0]._replace(references=references)
+
+    def _read_text(self, cell, slot: Slot, ctx: Context) -> TextValue:
         text = normalize_text(cell_text(cell, slot), slot)
         tokens = ctx.vocab.encode(text)
         if slot.get("max_length"):
             tokens = tokens[:slot.get("max_length")]
-        if slot.has("closed_set") and tuple(tokens) not in ctx.closed_set.label_of:
-            raise ValueError(f"'{text}' is not one of the {len(ctx.closed_set.labels)} "
-                             f"closed-set labels of this task")
         return TextValue(text, tokens)
+
+    @staticmethod
+    def _is_label(value: TextValue, ctx: Context) -> bool:
+        return tuple(value.tokens) in ctx.closed_set.label_of
+
+    def _trainable(self, references: Sequence[TextValue], slot: Slot,
+                   ctx: Context) -> List[TextValue]:
+        """The references a model may be trained to output (labels, for a closed set)."""
+        if not slot.has("closed_set"):
+            return list(references)
+        return [r for r in references if self._is_label(r, ctx)]
 
     # -- input -------------------------------------------------------------------------
     def num_tokens(self, value: TextValue, slot: Slot, ctx: Context) -> int:
@@ -145,13 +204,25 @@ class TextModality(Modality):
         return tokens
 
     # -- output ------------------------------------------------------------------------
-    def reference(self, value: TextValue, slot: Slot, ctx: Context) -> str:
-        if slot.has("closed_set"):
-            return ctx.closed_set.label_of[tuple(value.tokens)]
-        return ctx.vocab.decode(value.tokens)
+    def target_length(self, value: TextValue, slot: Slot, ctx: Context) -> int:
+        return max(len(v.tokens) for v in value.references or (value,))
+
+    def reference(self, value: TextValue, slot: Slot, ctx: Context) -> Any:
+        """The text (a label as written in the label set), or a list of them."""
+        if value.references:
+            return [self._reference_text(v, ctx) for v in value.references]
+        return self._reference_text(value, ctx)
+
+    @staticmethod
+    def _reference_text(value: TextValue, ctx: Context) -> str:
+        label = ctx.closed_set.label_of.get(tuple(value.tokens)) if ctx.closed_set else None
+        return ctx.vocab.decode(value.tokens) if label is None else label
 
     def target(self, value: TextValue, slot: Slot, ctx: Context,
                rng: Optional[np.random.Generator]) -> Target:
+        candidates = self._trainable(value.references, slot, ctx) or [value]
+        if rng is not None and len(candidates) > 1:  # one reference per row and epoch
+            value = candidates[int(rng.integers(len(candidates)))]
         inputs = value.tokens
         if rng is not None and slot.get("noise_ratio"):
             # the decoder reads a noisy copy of its target; the loss sees the clean one
@@ -179,14 +250,24 @@ class TextModality(Modality):
         described = any(get_modality(s.modality).input_kind == FEATURES for s in template.slots)
         return ["bleu", "cider"] if described else ["bleu"]
 
-    def metric_stats(self, predictions: Sequence[str], references: Sequence[str], slot: Slot,
+    def optional_metrics(self, slot: Slot, template) -> List[str]:
+        if slot.has("closed_set"):
+            return ["exact_match", "vqa_score"]
+        return ["cider", "rouge_l", "exact_match", "vqa_score"]
+
+    def metric_stats(self, predictions: Sequence[str], references: Sequence[Any], slot: Slot,
                      metrics: Sequence[str], corpus: Corpus) -> Dict[str, float]:
+        """Every metric reads every reference of a row (see ``scoring/``)."""
+        references = [reference_list(r) for r in references]
+        pairs = list(zip(predictions, references))
         stats: Dict[str, float] = {}
         if "accuracy" in metrics:
-            stats.update(_correct=sum(p == r for p, r in zip(predictions, references)),
-                         _total=len(references))
+            stats.update(_correct=sum(p in r for p, r in pairs), _total=len(pairs))
+        if "exact_match" in metrics:
+            stats.update(_exact_match_sum=sum(p in r for p, r in pairs),
+                         _exact_match_count=len(pairs))
         if "bleu" in metrics:
-            bleu = sacrebleu.corpus_bleu(list(predictions), [list(references)])
+            bleu = sacrebleu.corpus_bleu(list(predictions), reference_streams(references))
             stats.update(_bleu_sys_len=bleu.sys_len, _bleu_ref_len=bleu.ref_len)
             for i in range(BLEU_ORDER):
                 stats[f"_bleu_counts_{i}"] = bleu.counts[i]
@@ -194,9 +275,14 @@ class TextModality(Modality):
         if "cider" in metrics:
             # CIDEr-D's document frequencies come from every reference of the file
             if "cider" not in corpus.cache:
-                corpus.cache["cider"] = CiderD([[r] for r in corpus.references])
+                corpus.cache["cider"] = CiderD([reference_list(r) for r in corpus.references])
             cider = corpus.cache["cider"]
-            stats.update(_cider_sum=sum(cider.score(p, [r]) for p, r in zip(predictions,
-                                                                              references)),
-                         _cider_count=len(references))
+            stats.update(_cider_sum=sum(cider.score(p, r) for p, r in pairs),
+                         _cider_count=len(pairs))
+        if "rouge_l" in metrics:
+            stats.update(_rouge_l_sum=sum(rouge_l(p, r) for p, r in pairs),
+                         _rouge_l_count=len(pairs))
+        if "vqa_score" in metrics:
+            stats.update(_vqa_score_sum=sum(vqa_score(p, r) for p, r in pairs),
+                         _vqa_score_count=len(pairs))
         return stats

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
 from fairseq.dataclass import FairseqDataclass
-from fairseq.scoring import BaseScorer, register_scorer
+from fairseq.scoring import register_scorer
+
+from .references import MultiReferenceScorer
 
 MAX_NGRAM_ORDER = 4
 LENGTH_PENALTY_SIGMA = 6.0
@@ -129,15 +131,14 @@ class CiderDConfig(FairseqDataclass):
 
 
 @register_scorer("cider", dataclass=CiderDConfig)
-class CiderDScorer(BaseScorer):
-    """``fairseq-generate --scoring cider``: corpus CIDEr-D ×100 (as captioning papers
-    report it), one reference per target line; the corpus is the targets themselves."""
+class CiderDScorer(MultiReferenceScorer):
+    """``fairseq-generate --scoring cider``: corpus CIDEr-D x 100 (as captioning papers
+    report it) over every reference of each row; the document frequencies come from the
+    references of the scored rows."""
+
+    name = "CIDEr-D"
 
     def score(self) -> float:
-        if not self.ref:
+        if not self.pred:
             return 0.0
-        references = [[ref] for ref in self.ref]
-        return 100.0 * CiderD(references).corpus_score(self.pred, references)
-
-    def result_string(self) -> str:
-        return f"CIDEr-D = {self.score():.2f}"
+        return 100.0 * CiderD(self.references).corpus_score(self.pred, self.references)

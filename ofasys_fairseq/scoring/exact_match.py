@@ -1,9 +1,17 @@
-"""``fairseq-generate --scoring exact_match``: the share of outputs equal to their
-reference, i.e. the accuracy that validation reports for ``closed_set`` targets."""
+"""``fairseq-generate --scoring exact_match``: the share of outputs equal to one of their
+references, i.e. the accuracy that validation reports for ``closed_set`` targets."""
 from dataclasses import dataclass
+from typing import Sequence
 
 from fairseq.dataclass import FairseqDataclass
-from fairseq.scoring import BaseScorer, register_scorer
+from fairseq.scoring import register_scorer
+
+from .references import MultiReferenceScorer
+
+
+def exact_match(prediction: str, references: Sequence[str]) -> float:
+    """1.0 when ``prediction`` is one of ``references``, else 0.0."""
+    return float(prediction in references)
 
 
 @dataclass
@@ -12,14 +20,14 @@ class ExactMatchConfig(FairseqDataclass):
 
 
 @register_scorer("exact_match", dataclass=ExactMatchConfig)
-class ExactMatchScorer(BaseScorer):
-    """Compares fairseq-generate's detokenized hypothesis and target strings."""
+class ExactMatchScorer(MultiReferenceScorer):
+    """Compares fairseq-generate's detokenized hypothesis with every reference of its row."""
 
-    def correct(self) -> int:
-        return sum(ref == pred for ref, pred in zip(self.ref, self.pred))
+    name = "exact_match"
 
-    def score(self) -> float:
-        return 100.0 * self.correct() / max(len(self.ref), 1)
+    def example_score(self, prediction: str, references: Sequence[str]) -> float:
+        return exact_match(prediction, references)
 
     def result_string(self) -> str:
-        return f"exact_match = {self.score():.2f} ({self.correct()}/{len(self.ref)})"
+        correct = int(sum(map(self.example_score, self.pred, self.references)))
+        return f"{self.name} = {self.score():.2f} ({correct}/{len(self.pred)})"

@@ -22,6 +22,9 @@ METRIC_STATS: Dict[str, Sequence[str]] = {
     "accuracy": ("_correct", "_total"),
     "cider": ("_cider_sum", "_cider_count"),
     "bleu": BLEU_STATS,
+    "exact_match": ("_exact_match_sum", "_exact_match_count"),
+    "rouge_l": ("_rouge_l_sum", "_rouge_l_count"),
+    "vqa_score": ("_vqa_score_sum", "_vqa_score_count"),
 }
 # metric -> the factor on sum / count (percent by default)
 METRIC_SCALES: Dict[str, float] = {}

@@ -30,6 +30,7 @@ from ..modalities import (Context, Corpus, ModalityTaskOptions, get_modality,
                           registered_modalities)
 from ..modalities.base import CONTINUOUS, TOKENS
 from ..plan import TaskPlan
+from ..scoring import references as generated_references
 from ..scoring.validation_metrics import log_metrics
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,10 @@ class InstructionConfig(InstructionCommonConfig):
                 "line, path relative to --data); default: the column's values in the training data"})
     trained_task: Optional[str] = field(default=None, metadata={
         "help": "decode a multitask checkpoint as its task of this name (instruction and labels)"})
+    eval_metrics: Optional[str] = field(default=None, metadata={
+        "help": "validation metrics, comma-separated (e.g. 'vqa_score,exact_match'; the first "
+                "is the main one); default: the target's own (accuracy for closed_set, BLEU for "
+                "free text, ...)"})
     train_subset: str = II("dataset.train_subset")
 
 
@@ -104,7 +109,10 @@ class InstructionTask(FairseqTask):
     @classmethod
     def setup_task(cls, cfg: InstructionConfig, **kwargs) -> "InstructionTask":
         # Nothing here touches the data: a checkpoint must load without it.
-        return cls(cfg, TaskPlan.parse(cfg.instruction) if cfg.instruction else None)
+        task = cls(cfg, TaskPlan.parse(cfg.instruction) if cfg.instruction else None)
+        if task.plan is not None:
+            task.validation_metrics()  # a wrong --eval-metrics fails before training
+        return task
 
     # -- vocabulary and labels -------------------------------------------------
     def prepare(self) -> None:
@@ -404,6 +412,8 @@ class InstructionTask(FairseqTask):
                                            constraints=constraints)
         finally:
             self._decoding = None
+        # fairseq-generate's scorers read every reference of these rows
+        generated_references.publish(sample.get("references") or [])
         for row, nbest in enumerate(hypos):
             if not nbest:  # a constraint kept eos away until the length limit
                 raise ValueError(
@@ -458,18 +468,34 @@ class InstructionTask(FairseqTask):
     def metric_stats(self, sample, predictions: List[Any],
                      metrics: Optional[Sequence[str]] = None) -> Dict[str, float]:
         """Summable statistics of the rows' predictions (see ``reduce_metrics``) for
-        ``metrics`` (default: all the target supports)."""
+        ``metrics`` (default: the run's validation metrics)."""
         target = sample["target_slot"]
         outputs = [self.output(sample, row, p) for row, p in enumerate(predictions)]
         return get_modality(target.modality).metric_stats(
-            outputs, sample["references"], target, metrics or self.supported_metrics(),
+            outputs, sample["references"], target, metrics or self.validation_metrics(),
             self._corpora[sample["data_path"]])
 
-    def supported_metrics(self) -> List[str]:
-        """The validation metrics of this task's target, as its modality names them
-        (accuracy for closed sets, Acc@IoU for boxes, BLEU for free text, ...)."""
+    def default_metrics(self) -> List[str]:
+        """The validation metrics of this task's target by default, as its modality names
+        them (accuracy for closed sets, Acc@IoU for boxes, BLEU for free text, ...)."""
         return get_modality(self.plan.target.modality).metrics(self.plan.target,
                                                                self.plan.templates[0])
+
+    def supported_metrics(self) -> List[str]:
+        """Every metric a run may select for this task's target."""
+        target, template = self.plan.target, self.plan.templates[0]
+        optional = get_modality(target.modality).optional_metrics(target, template)
+        return list(dict.fromkeys(self.default_metrics() + optional))
+
+    def validation_metrics(self) -> List[str]:
+        """``--eval-metrics`` (checked against what the target supports), else the defaults."""
+        chosen = [m.strip() for m in (self.cfg.eval_metrics or "").split(",") if m.strip()]
+        unknown = [m for m in chosen if m not in self.supported_metrics()]
+        if unknown:
+            raise ValueError(f"--eval-metrics {', '.join(unknown)}: not available for the "
+                             f"target {self.plan.target}; it supports "
+                             f"{', '.join(self.supported_metrics())}")
+        return chosen or self.default_metrics()
 
     def reduce_metrics(self, logging_outputs, criterion):
         super().reduce_metrics(logging_outputs, criterion)

@@ -76,7 +76,7 @@ class MultitaskTask(InstructionTask):
                         for spec in specs]
         for member, spec in zip(self.members, specs):
             member.modality_settings = self.modality_settings  # one geometry, one model
-            _check_metrics(spec, member.supported_metrics())
+            _check_metrics(spec, member.supported_metrics(), member.default_metrics())
             target = member.plan.target
             if (str(cfg.batch_mode) == "mixed"
                     and get_modality(target.modality).output_kind == CONTINUOUS):
@@ -284,9 +284,9 @@ def _member_config(cfg: MultitaskConfig, spec: TaskSpec) -> InstructionConfig:
                              train_subset=spec.train_subset)
 
 
-def _check_metrics(spec: TaskSpec, supported: List[str]) -> None:
+def _check_metrics(spec: TaskSpec, supported: List[str], default: List[str]) -> None:
     unknown = [m for m in spec.metrics if m not in supported]
     if unknown:
         raise TaskConfigError(f"task '{spec.name}': metric(s) {', '.join(unknown)} are not "
                               f"available for its target; it supports {', '.join(supported)}")
-    spec.metrics = list(spec.metrics) or supported
+    spec.metrics = list(spec.metrics) or default

@@ -196,9 +196,15 @@ def test_text_value_missing_column_lists_the_row_columns(vocab):
     assert "missing column 'src'" in str(error) and "this row has: source, tgt" in str(error)
 
 
-@pytest.mark.parametrize("value,kind", [(None, "NoneType"), (["a"], "list"), ({"a": 1}, "dict"),
-                                        (True, "bool")])
+@pytest.mark.parametrize("value,kind", [(None, "NoneType"), ({"a": 1}, "dict"), (True, "bool")])
 def test_text_value_rejects_non_text(vocab, value, kind):
     with pytest.raises(DataError, match=f"expected text for .*found {kind}") as info:
         text_value(vocab, {"src": value}, "d.jsonl", 2)
+    assert (info.value.line, info.value.column) == (2, "src")
+
+
+def test_a_list_of_references_is_refused_in_an_input_column(vocab):
+    with pytest.raises(DataError, match=r"list of references is read only in a target column; "
+                                        r"\[TEXT:src\] is an input") as info:
+        text_value(vocab, {"src": ["a", "b"]}, "d.jsonl", 2)
     assert (info.value.line, info.value.column) == (2, "src")

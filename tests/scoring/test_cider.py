@@ -2,6 +2,7 @@ import pytest
 from fairseq.scoring import build_scorer
 from pycocoevalcap.cider.cider import Cider
 
+from ofasys_fairseq.scoring import references as generated_references
 from ofasys_fairseq.scoring.cider import CiderD, CiderDConfig, CiderDScorer, tokenize_caption
 
 CORPORA = {
@@ -117,6 +118,17 @@ def test_fairseq_scorer_reports_corpus_score_times_100():
         scorer.add_string(target, candidate)
     assert scorer.score() == pytest.approx(expected)
     assert scorer.result_string() == f"CIDEr-D = {expected:.2f}"
+
+
+def test_fairseq_scorer_reads_every_reference_of_the_decoded_rows():
+    candidates, references = CORPORA["coco_like"]
+    expected = 100.0 * CiderD(references).corpus_score(candidates, references)
+    scorer = build_scorer("cider", tgt_dict=None)
+    generated_references.publish(references)  # what the task does for each decoded batch
+    for refs, candidate in zip(references, candidates):
+        scorer.add_string(refs[0], candidate)
+    assert scorer.score() == pytest.approx(expected)
+    assert scorer.score() == pytest.approx(100 * pycocoevalcap_cider(candidates, references)[0])
 
 
 def test_fairseq_scorer_without_examples():

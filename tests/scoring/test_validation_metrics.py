@@ -7,14 +7,17 @@ import pytest
 import sacrebleu
 import torch
 from fairseq import metrics
+from rouge_score.rouge_scorer import RougeScorer
 
 from ofasys_fairseq.modalities import Corpus, get_modality
 from ofasys_fairseq.modalities.box.accuracy import box_accuracy
 from ofasys_fairseq.plan import TaskPlan
 from ofasys_fairseq.scoring.cider import CiderD
+from ofasys_fairseq.scoring.vqa_score import vqa_score
 from ofasys_fairseq.scoring.validation_metrics import (METRIC_SCALES, METRIC_STATS, log_metrics,
                                                        register_metric, stat_key)
 
+ROUGE = RougeScorer(["rougeL"], use_stemmer=True)
 WORDS = "a red cat sat on the mat with two small dogs near an old tree".split()
 CAPTION = TaskPlan.parse("[IMAGE:image] what is it? -> [TEXT:caption]")
 LABEL = TaskPlan.parse("[TEXT:text] -> [TEXT:label,closed_set]")
@@ -58,6 +61,27 @@ def test_bleu_and_cider_of_batches_are_the_corpus_scores(sizes):
     cider = CiderD([[r] for r in references])
     expected = 100 * sum(cider.score(p, [r]) for p, r in zip(predictions, references)) / 40
     assert values["cider"] == pytest.approx(round(expected, 2), abs=0.01)
+
+
+@pytest.mark.parametrize("sizes", [[24], [5, 19], [1] * 24])
+def test_every_metric_reads_every_reference_of_a_row(sizes):
+    rng = random.Random(2)
+    references = [[sentence(rng) for _ in range(rng.randint(1, 5))] for _ in range(24)]
+    predictions = [rng.choice(r) if rng.random() < 0.4 else sentence(rng) for r in references]
+    names = ["bleu", "cider", "rouge_l", "exact_match", "vqa_score"]
+    values = reduced(stats_per_batch(CAPTION, predictions, references, names, sizes), names)
+    assert values["bleu"] == pytest.approx(round(sacrebleu.corpus_bleu(
+        predictions, [[r[k] if k < len(r) else None for r in references]
+                      for k in range(5)]).score, 2), abs=0.01)
+    assert values["cider"] == pytest.approx(
+        round(100 * CiderD(references).corpus_score(predictions, references), 2), abs=0.01)
+    assert values["rouge_l"] == pytest.approx(round(100 * sum(
+        max(ROUGE.score(r, p)["rougeL"].fmeasure for r in refs)
+        for p, refs in zip(predictions, references)) / 24, 2), abs=0.01)
+    assert values["exact_match"] == pytest.approx(
+        round(100 * sum(p in r for p, r in zip(predictions, references)) / 24, 2))
+    assert values["vqa_score"] == pytest.approx(round(100 * sum(
+        vqa_score(p, r) for p, r in zip(predictions, references)) / 24, 2), abs=0.01)
 
 
 @pytest.mark.parametrize("sizes", [[30], [11, 19], [29, 1]])

@@ -23,7 +23,7 @@ $(STAMP): setup.py Makefile
 	# fairseq's metadata drags in the newest torchaudio and an isolated build
 	# environment with its own torch: install it without either.
 	$(PIP) install --no-deps --no-build-isolation $(FAIRSEQ)
-	$(PIP) install --no-build-isolation -e '.[test]'
+	$(PIP) install --no-build-isolation -e '.[test,demo]'
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -27,7 +27,11 @@ setup(
         "sentencepiece",
         "pillow",
     ],
-    extras_require={"test": ["pytest", "hypothesis", "pycocoevalcap"]},
+    extras_require={
+        "test": ["pytest", "hypothesis", "pycocoevalcap"],
+        # the demo's real tables (scripts/demo_tables.py)
+        "demo": ["statsmodels==0.15.0", "vega-datasets"],
+    },
     entry_points={
         "console_scripts": [
             "ofasys-train=ofasys_fairseq.cli:train",

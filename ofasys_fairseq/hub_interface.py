@@ -71,7 +71,8 @@ class OFASys:
         Returns:
             One dict per row, keyed by the target column, holding the target's modality's
             output: a ``str`` for TEXT (a label for closed sets), ``[x0, y0, x1, y1]``
-            pixels of the original image for BOX (None if the model produced no box).
+            pixels of the original image for BOX (None if the model produced no box), a
+            list of rows of cell strings for STRUCT.
             Relative file paths in cells are read from the current directory.
         """
         trained = self._trained_task(task)

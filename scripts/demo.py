@@ -20,6 +20,7 @@ import time
 from typing import Dict, List, Sequence, Tuple
 
 import demo_data
+import demo_tables
 from omegaconf import OmegaConf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,6 +32,8 @@ SCORERS = {
     "bleu": ("sacrebleu", r"BLEU = ([\d.]+)"),
     "cider": ("cider", r"CIDEr-D = ([\d.]+)"),
     "box_acc": ("box_acc", r"Acc@IoU>=0.5 = ([\d.]+)"),
+    "exact_match": ("exact_match", r"exact_match = ([\d.]+)"),
+    "cell_accuracy": ("cell_accuracy", r"cell_accuracy = ([\d.]+)"),
 }
 EXTRA_OVERRIDES: List[str] = []  # from the command line, for every training run
 # the demo config's data directories (by name) and how to write them
@@ -39,6 +42,8 @@ DATA_WRITERS = {
     "translation": lambda out: demo_data.write_task(out, "translation", 3000, 300, seed=1),
     "digits": demo_data.write_digits,
     "shapes": demo_data.write_shapes,
+    **{name: (lambda out, name=name: demo_tables.write_table_task(out, name))
+       for name in demo_tables.TABLE_TASKS},
 }
 
 
@@ -138,9 +143,10 @@ def evaluate_task(name: str, spec: dict, data_dir: str, checkpoint: str, work_di
     plan = model.task.member(name).plan
     target = plan.target.column
     image_columns = [s.column for s in plan.templates[0].feature_slots if s.modality == "IMAGE"]
-    inputs = [{k: os.path.join(data_dir, v) if k in image_columns else v
-               for k, v in row.items() if k != target} for row in rows]
-    predictions = [p[target] for p in model.inference(data=inputs, beam=5, task=name)]
+    inputs = [{k: in_data_dir(data_dir, v) for k, v in row.items() if k != target}
+              for row in rows]
+    outputs = model.inference(data=inputs, beam=5, max_len=256, task=name)
+    predictions = [output[target] for output in outputs]
     read = plan.bind_columns(table.columns).columns()
     examples = [({k: v for k, v in row.items() if k in read}, target, prediction, generated[i])
                 for i, (row, prediction) in enumerate(zip(rows, predictions))]
@@ -150,6 +156,14 @@ def evaluate_task(name: str, spec: dict, data_dir: str, checkpoint: str, work_di
                 if any(s.modality == "BOX" for s in plan.templates[0].slots)]
     return {"task": name, "metric": metric, "validation": best.get(f"{name}_{metric}", math.nan),
             "generate": generate_score, "examples": examples, "pictures": pictures}
+
+
+def in_data_dir(data_dir: str, value):
+    """A cell naming a file of the data directory (an image, a table), as a path from here
+    (``OFASys.inference`` reads relative paths from the current directory)."""
+    if isinstance(value, str) and os.path.isfile(os.path.join(data_dir, value)):
+        return os.path.join(data_dir, value)
+    return value
 
 
 def train_generalist(out_dir: str, tasks: Dict[str, dict],
@@ -208,8 +222,12 @@ def draw_boxes(data_dir: str, row: Dict[str, object], image_column: str, predict
     return path
 
 
+def is_box(value) -> bool:
+    return isinstance(value, list) and all(isinstance(c, float) for c in value)
+
+
 def is_correct(prediction, reference) -> bool:
-    if isinstance(prediction, list):  # a box: right when IoU >= 0.5, as Acc@0.5
+    if is_box(prediction):  # right when IoU >= 0.5, as Acc@0.5
         import torch
 
         from ofasys_fairseq.modalities.box import parse_box
@@ -221,7 +239,7 @@ def is_correct(prediction, reference) -> bool:
 
 
 def shown(value) -> str:
-    if isinstance(value, list):
+    if is_box(value):
         return "[" + ", ".join(f"{c:.1f}" for c in value) + "]"
     return repr(value)
 

@@ -45,11 +45,11 @@ def inference(checkpoint, rows):
 
 def test_number_input_through_the_users_adapter(tmp_path):
     data = write_task(str(tmp_path), "rising")
-    log = fairseq("train", str(data), *TRAIN_ARGS, "--instruction", RISING, "--max-epoch", "5",
+    log = fairseq("train", str(data), *TRAIN_ARGS, "--instruction", RISING, "--max-epoch", "8",
                   "--save-dir", str(tmp_path / "ck"), "--best-checkpoint-metric", "accuracy",
                   "--maximize-best-checkpoint-metric")
     accuracy = max(float(m["accuracy"]) for m in valid_metrics(log))
-    assert accuracy >= 85.0, log[-3000:]  # two answers: chance is 50% (95 in our runs)
+    assert accuracy >= 85.0, log[-3000:]  # two answers: chance is 50% (100 in our runs, from epoch 7)
     answers = inference(tmp_path / "ck" / "checkpoint_best.pt",
                         [{"values": "1 4 9 15"}, {"values": [19, 12, 3]}, {"values": "2,3,18"}])
     assert [a["answer"] for a in answers] == ["rising", "falling", "rising"]

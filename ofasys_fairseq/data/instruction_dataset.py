@@ -64,6 +64,8 @@ class InstructionDataset(FairseqDataset):
     def _scan(self, skip_invalid_rows: bool, decode_all: bool):
         """Check every row and record its sizes; all bad rows are reported at once."""
         rows, src_sizes, tgt_sizes, feature_sizes, errors = [], [], [], [], []
+        for ctx in self.builder.contexts.values():
+            ctx.notes.clear()
         for index in range(len(self.table)):
             try:
                 row = self.table[index]
@@ -85,6 +87,9 @@ class InstructionDataset(FairseqDataset):
         if errors:
             logger.warning(f"skipped {len(errors)} invalid rows of {self.table.path} "
                            f"(--skip-invalid-rows); first: {errors[0]}")
+        for ctx in self.builder.contexts.values():
+            for note, count in sorted(ctx.notes.items()):
+                logger.info(f"{self.table.path}: {count} {note}")
         self.invalid_rows: List[DataError] = errors  # skipped (--skip-invalid-rows)
         if not rows:
             raise DataError("no usable rows", self.table.path)

@@ -1,7 +1,7 @@
 """Modalities as plug-ins: one module per slot type, and the registry the core goes
 through (see ``base.py`` for what a modality defines).
 
-The built-in TEXT, IMAGE and BOX register here, then the types only declared so far.
+The built-in TEXT, IMAGE, BOX and STRUCT register here, then the types only declared so far.
 """
 from dataclasses import dataclass
 
@@ -10,9 +10,10 @@ from .box import BoxModality, BoxOptions
 from .declared import DECLARED
 from .image import ImageModality, ImageModelOptions, ImageOptions
 from .registry import get_modality, register_modality, registered_modalities
+from .struct import StructModality
 from .text import TextModality
 
-for _modality in (TextModality(), ImageModality(), BoxModality(), *DECLARED):
+for _modality in (TextModality(), ImageModality(), BoxModality(), StructModality(), *DECLARED):
     register_modality(_modality)
 
 

@@ -30,6 +30,7 @@ pixels of an IMAGE, so the image's preprocessing moves the box with it.
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from typing import (TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, NamedTuple, Optional,
                     Sequence, Tuple)
 
@@ -64,6 +65,8 @@ class Context:
         path: the data file being read (error messages name it).
         base_dir: where relative file paths in cells are resolved.
         train: training (augmentation, noise) or evaluation.
+        notes: what the modality changed while reading cells (``"rows cut from ..."`` ->
+            count), logged as totals after the dataset's scan.
     """
 
     vocab: "Vocabulary"
@@ -72,6 +75,7 @@ class Context:
     path: str = ""
     base_dir: str = "."
     train: bool = False
+    notes: Counter = dataclasses.field(default_factory=Counter)
 
 
 class AdapterOutput(NamedTuple):
@@ -143,8 +147,9 @@ class Modality:
         return []
 
     # -- reading a cell --------------------------------------------------------------------------
-    def vocabulary_texts(self, cell: Any, slot: Slot) -> Sequence[str]:
-        """Texts of a training cell that the sentencepiece vocabulary is trained on."""
+    def vocabulary_texts(self, cell: Any, slot: Slot, base_dir: str = ".") -> Sequence[str]:
+        """Texts of a training cell that the sentencepiece vocabulary is trained on
+        (``base_dir``: where relative file paths in cells are resolved)."""
         return ()
 
     def label_text(self, value: Any, slot: Slot) -> str:

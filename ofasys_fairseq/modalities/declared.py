@@ -6,7 +6,7 @@ modality of the same name.
 """
 from ..instruction import AttrSpec
 from .base import Modality
-from .text import CLOSED_SET, MAX_LENGTH, NO_LOSS, UNCASED
+from .text import CLOSED_SET, NO_LOSS
 
 
 class DeclaredModality(Modality):
@@ -23,7 +23,6 @@ DECLARED = [
     DeclaredModality("VIDEO",
                      num_frames=AttrSpec("int", "frames sampled from each clip", min=1)),
     DeclaredModality("PHONE", no_loss=NO_LOSS),
-    DeclaredModality("STRUCT", uncased=UNCASED, max_length=MAX_LENGTH),
     DeclaredModality(
         "MOTION", min_length=AttrSpec("int", "shortest motion kept, in frames", min=1),
         max_length=AttrSpec("int", "longest motion kept, in frames", min=1),

@@ -148,7 +148,7 @@ class TextModality(Modality):
     trains_vocabulary = True
 
     # -- cells -------------------------------------------------------------------------
-    def vocabulary_texts(self, cell, slot: Slot) -> Sequence[str]:
+    def vocabulary_texts(self, cell, slot: Slot, base_dir: str = ".") -> Sequence[str]:
         cells = reference_cells(cell, slot) or [cell]
         return [normalize_text(cell_text(c, slot), slot) for c in cells]
 

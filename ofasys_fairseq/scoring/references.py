@@ -8,7 +8,7 @@ checking that each row's first reference is the target fairseq-generate shows.
 fairseq-generate builds its scorer before it decodes the first batch.
 """
 from collections import deque
-from typing import Any, Deque, List, Sequence
+from typing import Any, Deque, List, Optional, Sequence
 
 from fairseq.scoring import BaseScorer
 
@@ -16,8 +16,13 @@ _batch: Deque[Any] = deque()  # the references of the rows being scored, in row 
 
 
 def reference_list(reference: Any) -> List[str]:
-    """A row's references as a list (a single reference is a list of one)."""
+    """A row's text references as a list (a single reference is a list of one)."""
     return [reference] if isinstance(reference, str) else list(reference)
+
+
+def _text_references(reference: Any) -> Optional[List[str]]:
+    is_texts = isinstance(reference, list) and all(isinstance(r, str) for r in reference)
+    return [reference] if isinstance(reference, str) else reference if is_texts else None
 
 
 def publish(references: Sequence[Any]) -> None:
@@ -30,7 +35,9 @@ def take(target: str) -> List[str]:
     """The next row's references; ``[target]`` when no batch was published."""
     if not _batch:
         return [target]
-    references = reference_list(_batch.popleft())
+    references = _text_references(_batch.popleft())
+    if references is None:  # not text (a box, a table): fairseq-generate's target is all
+        return [target]
     if references and " ".join(str(references[0]).split()) != " ".join(target.split()):
         raise ValueError(f"the row fairseq-generate scores ({target!r}) is not the next "
                          f"decoded row (first reference {references[0]!r}); its references "

@@ -177,7 +177,8 @@ class InstructionTask(FairseqTask):
             try:
                 row, line = table[index], table.line_number(index)
                 values = [located(lambda: get_modality(slot.modality).vocabulary_texts(
-                    required_cell(row, slot, table.path, line), slot), table.path, line,
+                    required_cell(row, slot, table.path, line), slot, table.base_dir),
+                    table.path, line,
                     slot.column) for slot in slots]
             except DataError:
                 if not self.cfg.skip_invalid_rows:

@@ -292,6 +292,7 @@ def test_task_uses_the_user_model_instead_of_training(tmp_path):
     assert pieces <= set(task.dictionary.symbols)
     # sentencepiece's own <s>/</s> pieces land on fairseq's: no duplicates in the dictionary
     assert len(set(task.dictionary.symbols)) == len(task.dictionary.symbols)
-    assert task.dictionary.symbols[-4:] == [f"<bin_{k}>" for k in range(4)]
+    assert task.dictionary.symbols[-6:] == [f"<bin_{k}>" for k in range(4)] + [
+        "<table_cell>", "<table_row>"]  # the modalities' symbols, in registration order
     for text in CORPUS[:5]:
         assert task.vocab.decode(task.vocab.encode(text)) == text

@@ -23,10 +23,10 @@ def restored_registry():
 
 def test_built_ins_then_declared_types():
     names = [m.name for m in registered_modalities()]
-    assert names[:3] == ["TEXT", "IMAGE", "BOX"]
-    assert all(get_modality(n).implemented for n in names[:3])
-    assert {n for n in names[3:]} == {"AUDIO", "VIDEO", "PHONE", "STRUCT", "MOTION", "CATEGORY"}
-    assert not any(get_modality(n).implemented for n in names[3:])
+    assert names[:4] == ["TEXT", "IMAGE", "BOX", "STRUCT"]
+    assert all(get_modality(n).implemented for n in names[:4])
+    assert {n for n in names[4:]} == {"AUDIO", "VIDEO", "PHONE", "MOTION", "CATEGORY"}
+    assert not any(get_modality(n).implemented for n in names[4:])
     assert list(MODALITIES) == names  # the parser knows exactly the registered types
 
 

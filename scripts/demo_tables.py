@@ -150,6 +150,9 @@ def question(rng: random.Random, source: Source, rows: Sequence[Dict[str, str]],
     col = column.lower()
     row = rng.choice(rows)
     kind = rng.choice(["lookup", "max", "min", "argmax", "count"])
+    values = [float(r[column]) for r in rows]
+    if kind == "argmax" and values.count(max(values)) > 1:
+        kind = "max"  # several rows share the largest value: no single answer
     if kind == "lookup":
         return Question(f"what is the {name} when the {source.key_name} is {row[source.key]} ?",
                         f"select {col} from {table} where {key} = {sql_literal(row[source.key])}")
@@ -224,7 +227,8 @@ def solutions(puzzle: Sequence[int], grids: Sequence[Tuple[int, ...]]) -> int:
 
 def sudoku_example(rng: random.Random, grids: Sequence[Tuple[int, ...]]) -> Dict[str, object]:
     """A puzzle with one solution: cells are blanked in random order, each kept blank only
-    if the solution stays unique, until 6 to 10 cells are blank."""
+    if the solution stays unique, until 6 to 10 cells are blank (fewer when no further
+    blank keeps the solution unique)."""
     solution = rng.choice(grids)
     puzzle = list(solution)
     blanks = rng.randint(6, 10)

@@ -44,7 +44,7 @@ def test_table_qa_answers_are_true_of_the_csv_table(written):
             threshold = float(question.split(" above ")[1].rstrip(" ?"))
             assert int(row["answer"]) == sum(v > threshold for v in values)
         elif question.startswith("which"):
-            assert row["answer"] in [k for k, v in table if float(v) == max(values)]
+            assert [row["answer"]] == [k for k, v in table if float(v) == max(values)]
         else:
             key = question.split(f"when the {header[0]} is ")[1].rstrip(" ?")
             assert float(row["answer"]) in [float(v) for k, v in table if k == key]
@@ -66,6 +66,6 @@ def test_sudoku_puzzles_have_exactly_one_solution(written):
     for row in rows_of(os.path.join(written["sudoku"], "valid.jsonl")):
         puzzle = [int(c) for c in itertools.chain(*row["puzzle"])]
         solution = [int(c) for c in itertools.chain(*row["solution"])]
-        assert 6 <= puzzle.count(0) <= 10
+        assert puzzle.count(0) <= 10
         assert all(p in (0, s) for p, s in zip(puzzle, solution))
         assert demo_tables.solutions(puzzle, grids) == 1

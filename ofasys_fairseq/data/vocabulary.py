@@ -58,9 +58,6 @@ class Vocabulary:
         self.mask_index = self.dictionary.add_symbol(MASK_SYMBOL)
         for symbol in self.reserved_symbols:
             self.dictionary.add_symbol(symbol)
-        # what the model predicts over; fairseq-generate --post-process appends the words
-        # of targets to the dictionary afterwards
-        self.size = len(self.dictionary)
         self._dict_to_spm = {int(d): s for s, d in enumerate(self._spm_to_dict)}
 
     @property

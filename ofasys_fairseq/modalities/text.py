@@ -79,7 +79,7 @@ def reference_cells(cell: Any, slot: Slot) -> Optional[List[Any]]:
         return None
     if not is_target(slot):
         raise ValueError(f"a list of references is read only in a target column; {slot} is "
-                         f"an input")
+                         f"not the target")
     if not cell:
         raise ValueError(f"expected at least one reference for {slot}, found an empty list")
     return cell

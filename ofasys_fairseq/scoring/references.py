@@ -3,9 +3,11 @@
 fairseq-generate hands a scorer one reference per row: the target tokens, decoded. A
 target cell may hold several references (COCO's five captions, VQA's ten answers): the
 instruction task publishes the references of each batch it decodes (``publish``), and
-the scorers here take them row by row, in the order fairseq-generate scores the rows,
-checking that each row's first reference is the target fairseq-generate shows.
-fairseq-generate builds its scorer before it decodes the first batch.
+the scorers here take them row by row, in the order fairseq-generate scores the rows (it
+builds its scorer before it decodes the first batch, then scores every row of a batch
+before it decodes the next). The row's target that fairseq-generate passes along is not
+compared: it is the first reference (with ``closed_set``, the first in the label set),
+printed with ``<<unk>>`` where the vocabulary has no piece.
 """
 from collections import deque
 from typing import Any, Deque, List, Optional, Sequence
@@ -15,14 +17,13 @@ from fairseq.scoring import BaseScorer
 _batch: Deque[Any] = deque()  # the references of the rows being scored, in row order
 
 
-def reference_list(reference: Any) -> List[str]:
-    """A row's text references as a list (a single reference is a list of one)."""
-    return [reference] if isinstance(reference, str) else list(reference)
-
-
-def _text_references(reference: Any) -> Optional[List[str]]:
+def reference_list(reference: Any) -> Optional[List[str]]:
+    """A row's text references as a list (a single reference is a list of one); None for
+    a reference of another kind (a box, a table)."""
+    if isinstance(reference, str):
+        return [reference]
     is_texts = isinstance(reference, list) and all(isinstance(r, str) for r in reference)
-    return [reference] if isinstance(reference, str) else reference if is_texts else None
+    return list(reference) if is_texts else None
 
 
 def publish(references: Sequence[Any]) -> None:
@@ -32,17 +33,10 @@ def publish(references: Sequence[Any]) -> None:
 
 
 def take(target: str) -> List[str]:
-    """The next row's references; ``[target]`` when no batch was published."""
-    if not _batch:
-        return [target]
-    references = _text_references(_batch.popleft())
-    if references is None:  # not text (a box, a table): fairseq-generate's target is all
-        return [target]
-    if references and " ".join(str(references[0]).split()) != " ".join(target.split()):
-        raise ValueError(f"the row fairseq-generate scores ({target!r}) is not the next "
-                         f"decoded row (first reference {references[0]!r}); its references "
-                         f"cannot be matched")
-    return references
+    """The next row's references; ``[target]`` when no batch was published or the row's
+    reference is not text."""
+    references = reference_list(_batch.popleft()) if _batch else None
+    return references or [target]
 
 
 class MultiReferenceScorer(BaseScorer):

@@ -1,7 +1,9 @@
 """The VQA score (VQAv2's accuracy): an answer is right in proportion to how many human
 answers match it, ``min(matches / 3, 1)``, averaged over the 10-choose-9 subsets of the
 references, after the official evaluation's answer normalization (GT-Vision-Lab/VQA,
-``vqaEval.py``, reproduced here with its quirks so that scores compare with papers)."""
+``vqaEval.py`` as of its commit a013f00 "Fixed processing answers bug": prediction and
+answers are normalized alike, and only when the humans disagree), reproduced here with
+its quirks so that scores compare with papers."""
 import re
 from dataclasses import dataclass
 from typing import Sequence

@@ -9,6 +9,7 @@ import pytest
 from ofasys_fairseq.data.table import DataError, InvalidRows
 from ofasys_fairseq.modalities import get_modality
 from ofasys_fairseq.modalities.struct import linearize, parse_linearized, read_table
+from ofasys_fairseq.modalities.struct.accuracy import cell_accuracy_counts
 from ofasys_fairseq.modalities.struct.modality import CELL_SYMBOL, ROW_SYMBOL, ShapeConstraint
 from ofasys_fairseq.plan import TaskPlan
 from tests.helpers import instruction_task, write_jsonl
@@ -42,13 +43,16 @@ def test_linearized_text_keeps_empty_cells_and_inner_colons():
     ([["a", "b"], ["c"]], "ragged rows: row 2 has 1 cells, row 1 has 2"),
     ({"a": [1, 2], "b": [1]}, "ragged columns: 'a' has 2 values, 'b' has 1"),
     ("missing.csv", "no such table file: .*missing.csv"),
-    ("ragged.csv", r"ragged.csv: ragged rows: line 3 has 3 cells, line 1 has 2"),
+    ("ragged.csv", r"ragged.csv: ragged rows: line 5 has 3 cells, line 1 has 2"),
     (["a", "b"], "expected a table as a list of rows"),
     ([], "expected a table with at least one row"),
+    ([[]], "row 1 has no cells"),
+    ({}, "row 1 has no cells"),
+    ("  ", "expected a table, found an empty cell"),
     (7, "expected a table .* found int"),
 ])
 def test_bad_tables_name_file_line_and_column(tmp_path, cell, message):
-    (tmp_path / "ragged.csv").write_text("a,b\n1,2\n3,4,5\n")
+    (tmp_path / "ragged.csv").write_text('a,b\n1,2\n\n"3\n",4,5\n')  # line 5: a quoted newline
     good = {"table": ROWS, "text": "the employment"}
     write_jsonl(tmp_path / "train.jsonl", [good, good, {"table": cell, "text": "x"}])
     task = instruction_task(tmp_path, TABLE_TO_TEXT)
@@ -107,6 +111,7 @@ def test_max_length_cuts_whole_rows_keeping_the_header(table_task):
                              f"{limit}] (max_rows / max_length)": len(ROWS) - len(table.rows)}
     tiny, _ = read(table_task, ROWS, ",header,max_length=1")
     assert tiny.rows == ROWS[:1]  # the header stays whole, even past the limit
+    assert read(table_task, ROWS, ",max_length=1")[0].rows == ROWS[:1]  # so does a first row
     assert read(table_task, ROWS, ",header,max_rows=2")[0].rows == ROWS[:3]
     assert read(table_task, ROWS, ",max_rows=2")[0].rows == ROWS[:2]
 
@@ -133,7 +138,7 @@ def test_output_tables_parse_back_into_rows(table_task):
 def test_shape_constraint_keeps_decoding_to_rows_and_columns():
     cell, row, eos = 10, 11, 2
     shape = ShapeConstraint(rows=2, columns=3, cell_tokens=2, cell=cell, row=row, eos=eos,
-                            vocab_size=20)
+                            subwords=range(4, 10))
     def allows(generated, token):
         return token in shape.allowed(generated)
     assert allows([5], cell) and not allows([5], row) and not allows([5], eos)
@@ -143,10 +148,18 @@ def test_shape_constraint_keeps_decoding_to_rows_and_columns():
     assert allows(last, eos) and not allows(last, row) and not allows(last, cell)
     assert allows(last, 7)  # a cell may hold several tokens, up to cell_tokens
     assert shape.allowed(last + [7]) == [eos] and shape.allowed([5, 6]) == [cell]
+    assert shape.allowed([]) == [4, 5, 6, 7, 8, 9, cell]  # cell text is subword pieces
     free_rows = ShapeConstraint(rows=None, columns=2, cell_tokens=8, cell=cell, row=row, eos=eos,
-                                vocab_size=20)
+                                subwords=range(4, 10))
     assert {row, eos} <= set(free_rows.allowed([5, cell, 6]))
     assert cell not in free_rows.allowed([5, cell, 6])
+
+
+def test_cell_accuracy_counts_missing_and_extra_cells_as_wrong():
+    reference = [["1", "2"], ["3", "4"]]
+    assert cell_accuracy_counts([[["1", "2"], ["3", "4"]]], [reference]) == (4, 4)
+    assert cell_accuracy_counts([[["1", "2"]]], [reference]) == (2, 4)
+    assert cell_accuracy_counts([[["1", "2", "9"], ["3", "4"], ["5"]]], [reference]) == (4, 6)
 
 
 def test_generate_prints_tables_as_linearized_text():

@@ -205,6 +205,6 @@ def test_text_value_rejects_non_text(vocab, value, kind):
 
 def test_a_list_of_references_is_refused_in_an_input_column(vocab):
     with pytest.raises(DataError, match=r"list of references is read only in a target column; "
-                                        r"\[TEXT:src\] is an input") as info:
+                                        r"\[TEXT:src\] is not the target") as info:
         text_value(vocab, {"src": ["a", "b"]}, "d.jsonl", 2)
     assert (info.value.line, info.value.column) == (2, "src")

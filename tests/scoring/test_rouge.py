@@ -27,8 +27,12 @@ def test_fairseq_scorer_reads_every_reference_of_a_row():
     assert scorer.score() == pytest.approx(100 * (1.0 + 5 / 6) / 2)
 
 
-def test_a_row_that_is_not_the_next_decoded_one_is_an_error():
+def test_rows_are_matched_by_order_not_by_their_shown_target():
+    # a closed-set row trains on its first reference in the label set ("cat runs"), and
+    # fairseq-generate prints unknown pieces as <<unk>>: neither is the first reference
     scorer = build_scorer("rouge_l", tgt_dict=None)
-    references.publish([["a dog", "cat runs"]])
-    with pytest.raises(ValueError, match="is not the next decoded row"):
-        scorer.add_string("the cat", "a cat")
+    references.publish([["a dog", "cat runs"], [[1.0, 2.0, 3.0, 4.0]]])
+    scorer.add_string("cat runs", "a dog")
+    scorer.add_string("0.1,0.2,0.3,0.4", "0.1,0.2,0.3,0.4")  # not text: its own target
+    scorer.add_string("a <<unk>>", "a cat")  # nothing published: its own target
+    assert scorer.references == [["a dog", "cat runs"], ["0.1,0.2,0.3,0.4"], ["a <<unk>>"]]

@@ -1,5 +1,6 @@
-"""Cell accuracy of output tables: the share of reference cells an output reproduces at
-the same row and column (a missing or extra row or cell costs its cells)."""
+"""Cell accuracy of output tables: the cells an output gets right at their row and
+column, over the cells of the output or the reference at each place, whichever has more
+(a missing or an extra row or cell counts as a wrong cell)."""
 from dataclasses import dataclass
 from typing import Sequence, Tuple
 
@@ -11,13 +12,14 @@ from .table import Rows, parse_linearized
 
 def cell_accuracy_counts(predictions: Sequence[Rows], references: Sequence[Rows]
                          ) -> Tuple[int, int]:
-    """(cells right, reference cells) over rows of tables."""
+    """(cells right, cells counted) over pairs of tables."""
     correct = total = 0
     for predicted, reference in zip(predictions, references):
-        for r, row in enumerate(reference):
-            total += len(row)
-            if r < len(predicted):
-                correct += sum(p == c for p, c in zip(predicted[r], row))
+        for r in range(max(len(predicted), len(reference))):
+            out = predicted[r] if r < len(predicted) else []
+            ref = reference[r] if r < len(reference) else []
+            total += max(len(out), len(ref))
+            correct += sum(p == c for p, c in zip(out, ref))
     return correct, total
 
 

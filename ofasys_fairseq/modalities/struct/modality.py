@@ -7,8 +7,8 @@ As text (vocabulary training, fairseq-generate's lines, ``OFASys`` outputs joine
 user) a table reads as the original system writes it: ``a : b | c : d``.
 
 Input slots cut long tables at row boundaries (``max_rows``, ``max_length`` in tokens;
-the header row of a ``header`` table is always kept), and the dataset logs how many rows
-were cut. A target slot may state its shape (``rows=``, ``columns=``): beam search then
+the first row, a ``header`` table's header, is always kept whole), and the dataset logs
+how many rows were cut. A target slot may state its shape (``rows=``, ``columns=``): beam search then
 emits exactly that many rows of that many cells, each at most ``cell_tokens`` long (8 by
 default), and the output is a list of rows.
 """
@@ -32,7 +32,6 @@ register_metric("cell_accuracy", "_cell_correct", "_cell_total")
 class Table(NamedTuple):
     rows: Rows  # the cells kept, normalized as the slot asks
     tokens: List[int]  # cells' tokens with the separator symbols between them
-    cut: int  # rows left out by max_rows / max_length
 
 
 class ShapeConstraint(TokenConstraint):
@@ -44,14 +43,14 @@ class ShapeConstraint(TokenConstraint):
         columns: cells of each row, or None.
         cell_tokens: the longest cell, in tokens.
         cell, row, eos: the separator symbols' and end of sentence's ids.
-        vocab_size: size of the dictionary (what "anything" means).
+        subwords: the ids a cell's text is made of (the sentencepiece pieces).
     """
 
     def __init__(self, rows: Optional[int], columns: Optional[int], cell_tokens: int,
-                 cell: int, row: int, eos: int, vocab_size: int):
+                 cell: int, row: int, eos: int, subwords: range):
         self.rows, self.columns, self.cell_tokens = rows, columns, cell_tokens
         self.cell, self.row, self.eos = cell, row, eos
-        self.vocab_size = vocab_size
+        self.subwords = subwords
         self._allowed: Dict[Tuple[bool, FrozenSet[int]], List[int]] = {}
 
     def allowed(self, generated: List[int]) -> List[int]:
@@ -71,9 +70,8 @@ class ShapeConstraint(TokenConstraint):
         full = cell_length >= self.cell_tokens  # only a boundary may come next
         key = (full, frozenset(banned))
         if key not in self._allowed:
-            boundaries = {self.cell, self.row, self.eos}
-            self._allowed[key] = (sorted(boundaries - banned) if full else
-                                  [i for i in range(self.vocab_size) if i not in banned])
+            boundaries = sorted({self.cell, self.row, self.eos} - banned)
+            self._allowed[key] = boundaries if full else [*self.subwords, *boundaries]
         return self._allowed[key]
 
 
@@ -108,21 +106,19 @@ class StructModality(Modality):
         rows = self._rows(cell, slot, ctx.base_dir)
         if is_target(slot):
             self._check_shape(rows, slot)
-        head = rows[:1] if slot.has("header") else []
-        body = rows[len(head):]
-        if slot.get("max_rows"):
-            body = body[:slot.get("max_rows")]
+        head = 1 if slot.has("header") else 0
+        kept = rows[:head + slot.get("max_rows")] if slot.get("max_rows") else rows
         symbols = _symbols(ctx)
-        kept = head + body
         tokens = _tokens(kept, ctx, symbols)
         if slot.get("max_length"):
-            while len(kept) > len(head) and len(tokens) > slot.get("max_length"):
+            # whole rows only; the first row (the header, or else the first data row) stays
+            while len(kept) > max(head, 1) and len(tokens) > slot.get("max_length"):
                 kept = kept[:-1]
                 tokens = _tokens(kept, ctx, symbols)
-        cut = len(rows) - len(kept)
-        if cut:
-            ctx.notes[f"rows cut from tables of {slot} (max_rows / max_length)"] += cut
-        return Table(kept, tokens, cut)
+        if len(kept) < len(rows):
+            ctx.notes[f"rows cut from tables of {slot} (max_rows / max_length)"] += (
+                len(rows) - len(kept))
+        return Table(kept, tokens)
 
     def _rows(self, cell, slot: Slot, base_dir: str) -> Rows:
         rows = read_table(cell, base_dir)
@@ -159,7 +155,7 @@ class StructModality(Modality):
         cell, row = _symbols(ctx)
         return ShapeConstraint(slot.get("rows"), slot.get("columns"),
                                slot.get("cell_tokens", DEFAULT_CELL_TOKENS), cell, row,
-                               ctx.vocab.dictionary.eos(), ctx.vocab.size)
+                               ctx.vocab.dictionary.eos(), ctx.vocab.subword_ids)
 
     def postprocess(self, tokens: Sequence[int], slot: Slot, ctx: Context,
                     output_context) -> Rows:

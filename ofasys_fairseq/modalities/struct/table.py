@@ -9,7 +9,7 @@ import json
 import os
 import re
 from functools import lru_cache
-from typing import Any, List, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 CELL_SEPARATOR, ROW_SEPARATOR = " : ", " | "
 TABLE_FILES = (".csv", ".tsv")
@@ -49,11 +49,14 @@ def read_table(cell: Any, base_dir: str) -> Rows:
 
     Args:
         cell: a list of rows, an object of columns, a ``.csv``/``.tsv`` path (relative
-            to ``base_dir``), JSON text of either, or linearized text.
+            to ``base_dir``), JSON text of either (text starting with ``[`` or ``{``), or
+            linearized text.
         base_dir: where relative file paths are resolved.
     """
     if isinstance(cell, str):
         stripped = cell.strip()
+        if not stripped:
+            raise ValueError("expected a table, found an empty cell")
         if stripped.lower().endswith(TABLE_FILES) and "\n" not in stripped:
             return _read_file(os.path.join(base_dir, stripped))
         if stripped[:1] in "[{":
@@ -87,14 +90,19 @@ def _from_columns(columns: dict) -> Rows:
                          f"has {lengths[other]}")
     header = [cell_text(name) for name in columns]
     body = [[cell_text(v) for v in values] for values in zip(*columns.values())]
-    return [header] + body
+    return _checked([header] + body, "row")
 
 
-def _checked(rows: Rows, unit: str, first_line: int = 1) -> Rows:
-    for index, row in enumerate(rows[1:], start=1):
+def _checked(rows: Rows, unit: str, numbers: Optional[Sequence[int]] = None) -> Rows:
+    """``rows`` if every one has as many cells as the first (and some); ``numbers``: how
+    errors name each row (default: its position from 1)."""
+    numbers = numbers or range(1, len(rows) + 1)
+    for number, row in zip(numbers, rows):
+        if not row:
+            raise ValueError(f"{unit} {number} has no cells")
         if len(row) != len(rows[0]):
-            raise ValueError(f"ragged rows: {unit} {index + first_line} has {len(row)} cells, "
-                             f"{unit} {first_line} has {len(rows[0])}")
+            raise ValueError(f"ragged rows: {unit} {number} has {len(row)} cells, "
+                             f"{unit} {numbers[0]} has {len(rows[0])}")
     return rows
 
 
@@ -108,10 +116,15 @@ def _read_file(path: str) -> Rows:
 @lru_cache(maxsize=64)  # one table is often read by many rows (table QA)
 def _read_file_cached(path: str, mtime_ns: int, size: int) -> Tuple[Tuple[str, ...], ...]:
     delimiter = "\t" if path.lower().endswith(".tsv") else ","
+    rows, lines = [], []
     with open(path, newline="", encoding="utf-8") as f:
-        rows = [[cell_text(v) for v in row] for row in csv.reader(f, delimiter=delimiter) if row]
+        reader = csv.reader(f, delimiter=delimiter)
+        for record in reader:
+            if record:  # blank lines hold no row
+                rows.append([cell_text(v) for v in record])
+                lines.append(reader.line_num)  # the record's last physical line
     try:
-        _checked(rows, "line")
+        _checked(rows, "line", lines)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
     return tuple(tuple(row) for row in rows)

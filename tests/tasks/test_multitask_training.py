@@ -23,6 +23,7 @@ import torch
 
 import ofasys_fairseq
 from ofasys_fairseq import OFASys
+import demo_tables
 from demo_data import (NLI_INSTRUCTION, SHAPES_GROUNDING_INSTRUCTION, write_digits, write_shapes,
                        write_task)
 from ofasys_fairseq.tasks.instruction_task import InstructionConfig, InstructionTask
@@ -333,7 +334,8 @@ def test_two_cpu_processes_match_one_process_in_homogeneous_mode(parallel_runs):
 
 DEMO_TASKS = {"nli": "nli", "translation": "translation", "digits": "digits",
               "shapes_caption": "shapes", "shapes_vqa": "shapes", "shapes_grounding": "shapes",
-              "shapes_region_caption": "shapes"}
+              "shapes_region_caption": "shapes",
+              **{name: name for name in demo_tables.TABLE_TASKS}}
 # every task's weight, whatever the config sets: nli 2, the others 1. '++' sets a key
 # whether the config has it or not.
 WEIGHTS = [f"++task.tasks.{task}.weight={2 if task == 'nli' else 1}" for task in DEMO_TASKS]
@@ -364,7 +366,7 @@ def test_hydra_demo_config_composes_with_overrides(repo_root):
     assert isinstance(task, MultitaskTask)
     assert task.task_names == list(DEMO_TASKS)
     specs = {s.name: s for s in task.specs}
-    assert [s.weight for s in task.specs] == [2, 1, 1, 1, 1, 1, 1]
+    assert [s.weight for s in task.specs] == [2] + [1] * 10
     assert specs["digits"].data == "elsewhere"
     assert specs["shapes_grounding"].metrics == ["box_acc"]
     assert str(task.cfg.batch_mode) == "round"
@@ -384,6 +386,8 @@ def test_hydra_train_runs_the_demo_config_on_every_task(repo_root, tmp_path):
         write_task(str(data), name, train=24, valid=4, seed=1)
     write_digits(str(data), train=24, valid=4)
     write_shapes(str(data), train=24, valid=4)
+    for name in demo_tables.TABLE_TASKS:
+        demo_tables.write_table_task(str(data), name, train=24, valid=4)
     overrides = [f"task.tasks.{task}.data={data / folder}" for task, folder in DEMO_TASKS.items()]
     log = run(fairseq_command(
         "hydra_train", "--config-dir", os.path.join(repo_root, "configs"),
@@ -394,9 +398,10 @@ def test_hydra_train_runs_the_demo_config_on_every_task(repo_root, tmp_path):
         "common.log_interval=1", "dataset.disable_validation=true",
         f"checkpoint.save_dir={tmp_path / 'checkpoints'}", f"common.user_dir={USER_DIR}"),
         cwd=str(tmp_path))  # the config's hydra.run.dir is '.': keep .hydra/ out of the repo
-    assert ("task sampling (weights): nli 0.250, translation 0.125, digits 0.125, "
-            "shapes_caption 0.125, shapes_vqa 0.125, shapes_grounding 0.125, "
-            "shapes_region_caption 0.125") in log
+    assert ("task sampling (weights): nli 0.167, translation 0.083, digits 0.083, "
+            "shapes_caption 0.083, shapes_vqa 0.083, shapes_grounding 0.083, "
+            "shapes_region_caption 0.083, table_to_text 0.083, table_qa 0.083, "
+            "text_to_sql 0.083, sudoku 0.083") in log
     updates = train_updates(log)
     assert sorted(updates) == [1, 2, 3]
     assert all(re.fullmatch(r"\d+\.?\d*", updates[u][2]["loss"]) for u in updates)

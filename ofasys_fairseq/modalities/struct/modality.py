@@ -108,13 +108,17 @@ class StructModality(Modality):
             self._check_shape(rows, slot)
         head = 1 if slot.has("header") else 0
         kept = rows[:head + slot.get("max_rows")] if slot.get("max_rows") else rows
-        symbols = _symbols(ctx)
-        tokens = _tokens(kept, ctx, symbols)
+        cell, row = _symbols(ctx)
+        row_tokens = [_row_tokens(r, ctx, cell) for r in kept]  # each row encoded once
         if slot.get("max_length"):
             # whole rows only; the first row (the header, or else the first data row) stays
-            while len(kept) > max(head, 1) and len(tokens) > slot.get("max_length"):
-                kept = kept[:-1]
-                tokens = _tokens(kept, ctx, symbols)
+            length = len(row_tokens[0])
+            for count, tokens in enumerate(row_tokens[1:], start=1):
+                length += 1 + len(tokens)  # the row separator, the row
+                if length > slot.get("max_length"):
+                    kept, row_tokens = kept[:count], row_tokens[:count]
+                    break
+        tokens = row_tokens[0] + [t for later in row_tokens[1:] for t in (row, *later)]
         if len(kept) < len(rows):
             ctx.notes[f"rows cut from tables of {slot} (max_rows / max_length)"] += (
                 len(rows) - len(kept))
@@ -201,16 +205,13 @@ def _symbols(ctx: Context):
     return dictionary.index(CELL_SYMBOL), dictionary.index(ROW_SYMBOL)
 
 
-def _tokens(rows: Rows, ctx: Context, symbols) -> List[int]:
-    cell, row = symbols
+def _row_tokens(cells: Sequence[str], ctx: Context, cell: int) -> List[int]:
+    """A row's cells' tokens with the cell separator between them."""
     tokens: List[int] = []
-    for r, cells in enumerate(rows):
-        if r:
-            tokens.append(row)
-        for c, text in enumerate(cells):
-            if c:
-                tokens.append(cell)
-            tokens += ctx.vocab.encode(text)
+    for c, text in enumerate(cells):
+        if c:
+            tokens.append(cell)
+        tokens += ctx.vocab.encode(text)
     return tokens
 
 

@@ -26,6 +26,12 @@ setup(
         "packaging",
         "sentencepiece",
         "pillow",
+        # AUDIO: reading sounds, the wer metric (fairseq's --scoring wer needs editdistance),
+        # and eSpeak NG's library and voices (speech synthesis, grapheme-to-phoneme)
+        "soundfile",
+        "jiwer",
+        "editdistance",
+        "espeakng-loader",
     ],
     extras_require={
         "test": ["pytest", "hypothesis", "pycocoevalcap"],
@@ -39,6 +45,7 @@ setup(
             "ofasys-hydra-train=ofasys_fairseq.cli:hydra_train",
             "ofasys-validate=ofasys_fairseq.validate:cli",
             "ofasys-train-cpu=ofasys_fairseq.distributed_cpu:main",
+            "ofasys-phonemize=ofasys_fairseq.modalities.phone.convert:main",
         ]
     },
 )

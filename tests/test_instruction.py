@@ -189,7 +189,7 @@ def test_unknown_type_without_suggestion_lists_types():
 
 @pytest.mark.parametrize("text, name, guess", [
     ("[IMAGE:i,mask_ration=0.1] ->", "mask_ration", "mask_ratio"),
-    ("[AUDIO:a, use_mak] ->", "use_mak", "use_mask"),
+    ("[AUDIO:a, max_lenght=3] ->", "max_lenght", "max_length"),
     ("-> [VIDEO:v,numframes=3]", "numframes", "num_frames"),
 ])
 def test_unknown_attribute_suggests(text, name, guess):

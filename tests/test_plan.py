@@ -95,8 +95,8 @@ def test_binding_keeps_one_target_across_alternatives():
 
 @pytest.mark.parametrize("text, culprit, modality", [
     ("[VIDEO:clip] what is in the video? -> [TEXT:cap]", "[VIDEO", "VIDEO"),
-    ("[TEXT:src] -> [AUDIO:wav]", "[AUDIO", "AUDIO"),
-    ("[PHONE:p] -> [TEXT:t]", "[PHONE", "PHONE"),
+    ("[TEXT:src] -> [MOTION:pose]", "[MOTION", "MOTION"),
+    ("[VIDEO:v] -> [TEXT:t,no_loss] [TEXT:u]", "[VIDEO", "VIDEO"),
     ("[TEXT:a] -> [TEXT:b,no_loss] [CATEGORY:c,closed_set]", "[CATEGORY", "CATEGORY"),
 ])
 def test_unimplemented_modalities_are_not_supported_yet(text, culprit, modality):

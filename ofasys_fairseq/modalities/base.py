@@ -112,6 +112,7 @@ class Modality:
     output_kind: Optional[str] = TOKENS
     implemented: bool = True
     trains_vocabulary: bool = False  # its cells' texts train the sentencepiece model
+    fits_statistics: bool = False  # its settings hold statistics of training cells (``fit``)
     # architecture name -> this modality's option defaults for it (``--arch``)
     architecture_defaults: Mapping[str, Mapping[str, Any]] = {}
 
@@ -138,12 +139,21 @@ class Modality:
         (the adapters to build), checked; called once, when the model is first built."""
         return settings
 
+    def check_settings(self, settings: Mapping[str, Any], slots: Sequence[Slot]) -> None:
+        """ValueError when ``settings`` (a checkpoint's) cannot serve ``slots`` (an
+        instruction given at fine-tuning or inference that the model was not built for)."""
+
     def settings_from_old_checkpoint(self, task_state: Mapping[str, Any]) -> Dict[str, Any]:
         """The settings of a checkpoint written before modalities had their own (format 1)."""
         return {}
 
     def reserved_symbols(self, cfg) -> List[str]:
         """Symbols this modality adds to every dictionary (after the sentencepiece pieces)."""
+        return []
+
+    def fitted_symbols(self, settings: Mapping[str, Any]) -> List[str]:
+        """Symbols the run's fitted statistics add to the dictionary (after the reserved
+        ones; PHONE's phones seen in training)."""
         return []
 
     # -- reading a cell --------------------------------------------------------------------------
@@ -164,6 +174,21 @@ class Modality:
 
     def check_on_anchor(self, value: Any, anchor_value: Any, slot: Slot, ctx: Context) -> None:
         """ValueError if ``value`` does not fit its anchor's (e.g. a box outside its image)."""
+
+    # -- statistics of the training split (``fits_statistics``) -----------------------------
+    def statistics_sample_size(self, settings: Mapping[str, Any]) -> int:
+        """How many training cells (a seeded sample) ``fit`` reads; 0: all."""
+        return 0
+
+    def cell_statistics(self, value: Any, slot: Slot, ctx: Context) -> Any:
+        """What one training value (as ``read`` without ``decode`` returned it) adds to
+        the statistics; a ValueError says what is wrong with it."""
+        raise NotImplementedError
+
+    def fit(self, settings: Mapping[str, Any], statistics: Sequence[Any]) -> Dict[str, Any]:
+        """``settings`` with what the cells' ``cell_statistics`` make (e.g. feature mean and
+        variance); called once before training: checkpoints carry the result."""
+        raise NotImplementedError
 
     # -- token inputs --------------------------------------------------------------------------
     def num_tokens(self, value: Any, slot: Slot, ctx: Context) -> int:
@@ -237,6 +262,12 @@ class Modality:
         """Validation metrics of this target by default (names in
         ``scoring.validation_metrics``); the first is the main one."""
         return []
+
+    def text_metrics(self) -> List[str]:
+        """The default metrics of a free text target about an input of this modality:
+        for a feature input, BLEU and CIDEr-D (a caption; speech's transcript: word error
+        rate)."""
+        return ["bleu", "cider"] if self.input_kind == FEATURES else []
 
     def optional_metrics(self, slot: Slot, template) -> List[str]:
         """Further metrics of this target a run may select (``--eval-metrics``, multitask

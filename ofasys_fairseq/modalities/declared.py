@@ -6,7 +6,7 @@ modality of the same name.
 """
 from ..instruction import AttrSpec
 from .base import Modality
-from .text import CLOSED_SET, NO_LOSS
+from .text import CLOSED_SET
 
 
 class DeclaredModality(Modality):
@@ -17,12 +17,8 @@ class DeclaredModality(Modality):
 
 
 DECLARED = [
-    DeclaredModality(
-        "AUDIO", use_mask=AttrSpec("flag", "mask spans of the input features"),
-        n_frames_per_step=AttrSpec("int", "frames predicted per decoder step", min=1)),
     DeclaredModality("VIDEO",
                      num_frames=AttrSpec("int", "frames sampled from each clip", min=1)),
-    DeclaredModality("PHONE", no_loss=NO_LOSS),
     DeclaredModality(
         "MOTION", min_length=AttrSpec("int", "shortest motion kept, in frames", min=1),
         max_length=AttrSpec("int", "longest motion kept, in frames", min=1),

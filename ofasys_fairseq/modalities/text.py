@@ -24,8 +24,9 @@ from ..scoring.references import reference_list
 from ..scoring.rouge import rouge_l
 from ..scoring.validation_metrics import BLEU_ORDER
 from ..scoring.vqa_score import vqa_score
-from .base import (DECODER, ENCODER, FEATURES, Context, Corpus, Modality, Target,
-                   TokenConstraint)
+from ..scoring.wer import word_errors
+from .base import (DECODER, ENCODER, Context, Corpus, Modality, Target, TokenConstraint,
+                   unique)
 from .registry import get_modality
 
 MEAN_SPAN_LENGTH = 3.0  # BART's Poisson(lambda=3) span lengths
@@ -243,17 +244,19 @@ class TextModality(Modality):
         return ctx.vocab.decode(ids)
 
     def metrics(self, slot: Slot, template) -> List[str]:
-        """Accuracy for closed sets, BLEU for free text, and CIDEr-D when the text is
-        about a feature input (a caption of an image)."""
+        """Accuracy for closed sets; for free text, what its inputs' modalities say of a
+        text about them (an image's caption: BLEU and CIDEr-D; speech's transcript: WER),
+        else BLEU."""
         if slot.has("closed_set"):
             return ["accuracy"]
-        described = any(get_modality(s.modality).input_kind == FEATURES for s in template.slots)
-        return ["bleu", "cider"] if described else ["bleu"]
+        about = unique(m for s in template.slots if s.side == ENCODER
+                       for m in get_modality(s.modality).text_metrics())
+        return about or ["bleu"]
 
     def optional_metrics(self, slot: Slot, template) -> List[str]:
         if slot.has("closed_set"):
             return ["exact_match", "vqa_score"]
-        return ["cider", "rouge_l", "exact_match", "vqa_score"]
+        return ["bleu", "cider", "rouge_l", "exact_match", "vqa_score", "wer"]
 
     def metric_stats(self, predictions: Sequence[str], references: Sequence[Any], slot: Slot,
                      metrics: Sequence[str], corpus: Corpus) -> Dict[str, float]:
@@ -285,4 +288,8 @@ class TextModality(Modality):
         if "vqa_score" in metrics:
             stats.update(_vqa_score_sum=sum(vqa_score(p, r) for p, r in pairs),
                          _vqa_score_count=len(pairs))
+        if "wer" in metrics:
+            errors = [word_errors(p, r) for p, r in pairs]
+            stats.update(_wer_errors=sum(e for e, _ in errors),
+                         _wer_words=sum(w for _, w in errors))
         return stats

@@ -6,3 +6,4 @@ from .cider import CiderDScorer  # noqa: F401
 from .exact_match import ExactMatchScorer  # noqa: F401
 from .rouge import RougeLScorer  # noqa: F401
 from .vqa_score import VqaScoreScorer  # noqa: F401
+from .wer import PerScorer  # noqa: F401

@@ -25,12 +25,16 @@ METRIC_STATS: Dict[str, Sequence[str]] = {
     "exact_match": ("_exact_match_sum", "_exact_match_count"),
     "rouge_l": ("_rouge_l_sum", "_rouge_l_count"),
     "vqa_score": ("_vqa_score_sum", "_vqa_score_count"),
+    "wer": ("_wer_errors", "_wer_words"),
 }
+# metrics where lower is better (a multitask run's selection score counts 100 - value)
+LOWER_IS_BETTER = {"wer"}
 # metric -> the factor on sum / count (percent by default)
 METRIC_SCALES: Dict[str, float] = {}
 
 
-def register_metric(name: str, total: str, count: str, scale: float = 100.0) -> None:
+def register_metric(name: str, total: str, count: str, scale: float = 100.0,
+                    lower_is_better: bool = False) -> None:
     """A metric reported as ``scale * sum(total) / sum(count)`` over validation batches.
 
     Args:
@@ -38,11 +42,18 @@ def register_metric(name: str, total: str, count: str, scale: float = 100.0) -> 
         total: the summed statistic (e.g. ``_box_hits``).
         count: how many were scored (e.g. ``_box_total``).
         scale: 100 for a percentage, 1 for a mean.
+        lower_is_better: an error rate in percent (a multitask selection score counts
+            100 - rate, at least 0).
     """
     if name in METRIC_STATS:
         raise ValueError(f"metric {name!r} is already registered")
+    if lower_is_better and scale != 100.0:
+        raise ValueError(f"metric {name!r}: a lower-is-better metric must be a percentage "
+                         f"(scale 100)")
     METRIC_STATS[name] = (total, count)
     METRIC_SCALES[name] = scale
+    if lower_is_better:
+        LOWER_IS_BETTER.add(name)
 
 
 def stat_key(key: str, prefix: str = "") -> str:

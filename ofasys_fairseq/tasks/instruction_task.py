@@ -12,8 +12,9 @@ import argparse
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence
 
+import numpy as np
 import torch
 from fairseq.data import Dictionary
 from fairseq.tasks import FairseqTask, register_task
@@ -36,6 +37,15 @@ from ..scoring.validation_metrics import log_metrics
 logger = logging.getLogger(__name__)
 # task states written before modalities kept their own settings have no format (1)
 STATE_FORMAT = 2
+
+
+class FittedCell(NamedTuple):
+    """A training cell that a modality's statistics are fitted on."""
+
+    value: Any  # as the modality read it (not decoded)
+    slot: Slot
+    path: str
+    line: Optional[int]
 
 
 @dataclass
@@ -105,6 +115,7 @@ class InstructionTask(FairseqTask):
         self.modality_settings: Dict[str, Dict[str, Any]] = {
             m.name: m.settings(cfg) for m in registered_modalities() if m.implemented}
         self.settings_final = False  # planned for the model, or read from a checkpoint
+        self.fitted_cells: List[FittedCell] = []  # what modality statistics are fitted on
 
     @classmethod
     def setup_task(cls, cfg: InstructionConfig, **kwargs) -> "InstructionTask":
@@ -124,11 +135,15 @@ class InstructionTask(FairseqTask):
             logger.info(f"taking the vocabulary and labels from {resume}")
             self.load_state_dict(torch.load(resume, map_location="cpu")["task_state"])
             return
-        self.use_vocabulary(build_vocabulary(self.cfg, self.training_texts(), self.dictionary))
+        texts = self.training_texts()
+        self.fit_modalities(self.statistics_cells())  # before the vocabulary: its symbols
+        self.use_vocabulary(build_vocabulary(self.cfg, texts, self.dictionary,
+                                             self.modality_settings))
 
     def training_texts(self) -> List[str]:
-        """Read the training subset once: set the closed-set labels and return the texts
-        the vocabulary is trained on (instruction literals, labels, each slot's texts)."""
+        """Read the training subset once: set the closed-set labels and the cells that
+        modality statistics are fitted on, and return the texts the vocabulary is trained
+        on (instruction literals, labels, each slot's texts)."""
         if self.plan is None:
             raise ValueError("--instruction is required to train (e.g. --instruction "
                              "'[TEXT:src] -> [TEXT:tgt]')")
@@ -136,7 +151,7 @@ class InstructionTask(FairseqTask):
             raise ValueError("no data directory given (the first positional argument)")
         table = Table(find_split_file(self.cfg.data, self.cfg.train_subset))
         plan = self.bind_plan(table)
-        texts = self._read_training_texts(table, plan)
+        texts = self._scan_training_rows(table, plan)
         self.labels = self._collect_labels(plan, texts)
         return list(self._training_texts(plan, texts))
 
@@ -166,27 +181,70 @@ class InstructionTask(FairseqTask):
                             f"but the file's columns are: {', '.join(table.columns)}", table.path)
         return plan
 
-    def _read_training_texts(self, table, plan: TaskPlan) -> Dict[Slot, List[str]]:
+    def _scan_training_rows(self, table, plan: TaskPlan) -> Dict[Slot, List[str]]:
         """One pass over the training rows: the texts of each slot whose modality trains
-        the vocabulary. With --skip-invalid-rows unreadable rows are left out (the
+        the vocabulary, and the checked cells of slots whose modality fits statistics
+        (``self.fitted_cells``). With --skip-invalid-rows unreadable rows are left out (the
         dataset counts and reports them); otherwise the first one fails."""
-        slots = list(dict.fromkeys(s for t in plan.templates for s in t.slots
-                                   if get_modality(s.modality).trains_vocabulary))
-        texts: Dict[Slot, List[str]] = {slot: [] for slot in slots}
+        slots = list(dict.fromkeys(s for t in plan.templates for s in t.slots))
+        text_slots = [s for s in slots if get_modality(s.modality).trains_vocabulary]
+        fitted_slots = [s for s in slots if get_modality(s.modality).fits_statistics]
+        contexts = {s.modality: Context(None, self.modality_settings[s.modality], None,
+                                        table.path, table.base_dir) for s in fitted_slots}
+        texts: Dict[Slot, List[str]] = {slot: [] for slot in text_slots}
+        self.fitted_cells = []
         for index in range(len(table)):
             try:
                 row, line = table[index], table.line_number(index)
                 values = [located(lambda: get_modality(slot.modality).vocabulary_texts(
                     required_cell(row, slot, table.path, line), slot, table.base_dir),
-                    table.path, line,
-                    slot.column) for slot in slots]
+                    table.path, line, slot.column) for slot in text_slots]
+                fitted = [FittedCell(located(lambda: get_modality(slot.modality).read(
+                    required_cell(row, slot, table.path, line), slot,
+                    contexts[slot.modality], False), table.path, line, slot.column),
+                    slot, table.path, line) for slot in fitted_slots]
             except DataError:
                 if not self.cfg.skip_invalid_rows:
                     raise
                 continue
-            for slot, value in zip(slots, values):
+            for slot, value in zip(text_slots, values):
                 texts[slot].extend(value)
+            self.fitted_cells.extend(fitted)
         return texts
+
+    def statistics_cells(self) -> List[FittedCell]:
+        """The training cells that modality statistics are fitted on (``training_texts``
+        collects them), handed over once: the task keeps none after."""
+        cells, self.fitted_cells = self.fitted_cells, []
+        return cells
+
+    def fit_modalities(self, cells: Sequence[FittedCell]) -> None:
+        """Fit the statistics of each modality that keeps some (feature mean and variance)
+        on its training cells, a seeded sample of them where it says so."""
+        by_modality: Dict[str, List[FittedCell]] = {}
+        for cell in cells:
+            by_modality.setdefault(cell.slot.modality, []).append(cell)
+        for name, group in by_modality.items():
+            modality, settings = get_modality(name), self.modality_settings[name]
+            size = modality.statistics_sample_size(settings)
+            if 0 < size < len(group):
+                chosen = np.random.default_rng(self.cfg.seed).choice(len(group), size,
+                                                                     replace=False)
+                group = [group[i] for i in sorted(chosen)]
+            statistics, skipped = [], 0
+            for cell in group:
+                try:
+                    statistics.append(located(lambda: modality.cell_statistics(
+                        cell.value, cell.slot, self.context(name)), cell.path, cell.line,
+                        cell.slot.column))
+                except DataError:
+                    if not self.cfg.skip_invalid_rows:
+                        raise
+                    skipped += 1
+            logger.info(f"{name} statistics fitted on {len(statistics)} training cells"
+                        + (f" ({skipped} unreadable skipped, --skip-invalid-rows)"
+                           if skipped else ""))
+            self.modality_settings[name] = modality.fit(settings, statistics)
 
     def _collect_labels(self, plan: TaskPlan,
                         texts: Dict[Slot, List[str]]) -> Dict[str, List[str]]:
@@ -240,9 +298,12 @@ class InstructionTask(FairseqTask):
         """Complete each modality's settings with what the planned slots need (the
         adapters the model builds), once, before the model is first built; a checkpoint
         brings them complete."""
-        if self.settings_final:
-            return
         slots = self.planned_slots()
+        if self.settings_final:  # a checkpoint's: can they serve this instruction?
+            for name, settings in self.modality_settings.items():
+                get_modality(name).check_settings(settings,
+                                                  [s for s in slots if s.modality == name])
+            return
         for name, settings in self.modality_settings.items():
             self.modality_settings[name] = get_modality(name).plan_settings(
                 settings, [s for s in slots if s.modality == name])
@@ -524,19 +585,23 @@ def upgrade_task_state(state: Dict[str, Any]) -> Dict[str, Any]:
     return {**state, "format": STATE_FORMAT, "modalities": settings}
 
 
-def build_vocabulary(cfg: InstructionCommonConfig, texts: Sequence[str],
-                     dictionary: Dictionary) -> Vocabulary:
+def build_vocabulary(cfg: InstructionCommonConfig, texts: Sequence[str], dictionary: Dictionary,
+                     settings: Mapping[str, Mapping[str, Any]]) -> Vocabulary:
     """The run's vocabulary, filled into ``dictionary``: ``--sentencepiece-model`` or one
-    trained on ``texts``, then the symbols every modality reserves."""
+    trained on ``texts``, then the symbols every modality reserves, then those its fitted
+    ``settings`` add."""
     if cfg.sentencepiece_model:
         proto = load_sentencepiece(cfg.sentencepiece_model)
     else:
         proto = train_sentencepiece(texts, cfg.vocab_size,
                                     cfg.vocab_cache_dir or default_cache_dir())
-    reserved = [symbol for m in registered_modalities() if m.implemented
-                for symbol in m.reserved_symbols(cfg)]
-    vocab = Vocabulary(proto, reserved, dictionary)
-    logger.info(f"dictionary: {len(dictionary)} types ({len(reserved)} reserved by modalities)")
+    modalities = [m for m in registered_modalities() if m.implemented]
+    reserved = [symbol for m in modalities for symbol in m.reserved_symbols(cfg)]
+    fitted = [symbol for m in modalities if m.name in settings
+              for symbol in m.fitted_symbols(settings[m.name])]
+    vocab = Vocabulary(proto, reserved + fitted, dictionary)
+    logger.info(f"dictionary: {len(dictionary)} types ({len(reserved)} reserved by modalities"
+                + (f", {len(fitted)} from the training data" if fitted else "") + ")")
     return vocab
 
 

@@ -24,7 +24,8 @@ from ..data.table import DataError, Table, find_split_file
 from ..data.task_sampler import SAMPLING, task_probabilities
 from ..data.task_schedule import BatchBudget, TaskSchedule
 from ..plan import TaskPlan
-from ..scoring.validation_metrics import METRIC_STATS, log_metrics, metric_value, stat_key
+from ..scoring.validation_metrics import (LOWER_IS_BETTER, METRIC_STATS, log_metrics,
+                                         metric_value, stat_key)
 from ..instruction import Slot
 from ..modalities import get_modality
 from ..modalities.base import CONTINUOUS
@@ -105,6 +106,10 @@ class MultitaskTask(InstructionTask):
         """Every task's training texts (one vocabulary for all); each task's labels set."""
         self._check_data()
         return [text for member in self.members for text in member.training_texts()]
+
+    def statistics_cells(self):
+        """Every task's cells: a modality's statistics cover all the tasks that read it."""
+        return [cell for member in self.members for cell in member.statistics_cells()]
 
     def use_vocabulary(self, vocab) -> None:
         super().use_vocabulary(vocab)
@@ -272,10 +277,17 @@ class MultitaskTask(InstructionTask):
             metrics.log_derived("score", self._selection_score)
 
     def _selection_score(self, meters) -> float:
-        """The mean of every task's first metric (over the tasks validated)."""
-        values = [metric_value(spec.metrics[0], meters, f"{spec.name}_") for spec in self.specs
-                  if stat_key(METRIC_STATS[spec.metrics[0]][-1], f"{spec.name}_") in meters]
+        """The mean of every task's first metric (over the tasks validated), an error rate
+        counted as 100 - rate (0 past 100%: a model that babbles), so that higher is
+        better."""
+        values = []
+        for spec in self.specs:
+            metric, prefix = spec.metrics[0], f"{spec.name}_"
+            if stat_key(METRIC_STATS[metric][-1], prefix) in meters:
+                value = metric_value(metric, meters, prefix)
+                values.append(max(0.0, 100 - value) if metric in LOWER_IS_BETTER else value)
         return round(float(np.mean(values)), 2)
+
 
 def _member_config(cfg: MultitaskConfig, spec: TaskSpec) -> InstructionConfig:
     common = {f.name: _setting(cfg, f.name, f.default) for f in fields(InstructionCommonConfig)}

@@ -23,10 +23,10 @@ def restored_registry():
 
 def test_built_ins_then_declared_types():
     names = [m.name for m in registered_modalities()]
-    assert names[:4] == ["TEXT", "IMAGE", "BOX", "STRUCT"]
-    assert all(get_modality(n).implemented for n in names[:4])
-    assert {n for n in names[4:]} == {"AUDIO", "VIDEO", "PHONE", "MOTION", "CATEGORY"}
-    assert not any(get_modality(n).implemented for n in names[4:])
+    assert names[:6] == ["TEXT", "IMAGE", "BOX", "STRUCT", "AUDIO", "PHONE"]
+    assert all(get_modality(n).implemented for n in names[:6])
+    assert {n for n in names[6:]} == {"VIDEO", "MOTION", "CATEGORY"}
+    assert not any(get_modality(n).implemented for n in names[6:])
     assert list(MODALITIES) == names  # the parser knows exactly the registered types
 
 
@@ -56,13 +56,13 @@ def test_names_are_upper_case_identifiers(restored_registry, name):
 
 
 def test_an_implementation_replaces_a_declaration_once(restored_registry):
-    class Audio(Modality):
-        name = "AUDIO"
+    class Video(Modality):
+        name = "VIDEO"
 
-    register_modality(Audio())
-    assert isinstance(get_modality("AUDIO"), Audio)
-    with pytest.raises(ValueError, match="modality AUDIO is already registered"):
-        register_modality(Audio())
+    register_modality(Video())
+    assert isinstance(get_modality("VIDEO"), Video)
+    with pytest.raises(ValueError, match="modality VIDEO is already registered"):
+        register_modality(Video())
     with pytest.raises(ValueError, match="modality TEXT is already registered"):
         register_modality(type("Text", (Modality,), {"name": "TEXT"})())
 

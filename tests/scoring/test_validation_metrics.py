@@ -7,6 +7,7 @@ import pytest
 import sacrebleu
 import torch
 from fairseq import metrics
+from fairseq.scoring.wer import WerScorer, WerScorerConfig
 from rouge_score.rouge_scorer import RougeScorer
 
 from ofasys_fairseq.modalities import Corpus, get_modality
@@ -22,6 +23,8 @@ WORDS = "a red cat sat on the mat with two small dogs near an old tree".split()
 CAPTION = TaskPlan.parse("[IMAGE:image] what is it? -> [TEXT:caption]")
 LABEL = TaskPlan.parse("[TEXT:text] -> [TEXT:label,closed_set]")
 BOX = TaskPlan.parse("[IMAGE:image] where is the [TEXT:name]? -> [BOX:region]")
+TRANSCRIPT = TaskPlan.parse("[AUDIO:wav] what is the text corresponding to the voice ? -> "
+                            "[TEXT:text]")
 
 
 def sentence(rng: random.Random) -> str:
@@ -82,6 +85,21 @@ def test_every_metric_reads_every_reference_of_a_row(sizes):
         round(100 * sum(p in r for p, r in zip(predictions, references)) / 24, 2))
     assert values["vqa_score"] == pytest.approx(round(100 * sum(
         vqa_score(p, r) for p, r in zip(predictions, references)) / 24, 2), abs=0.01)
+
+
+@pytest.mark.parametrize("sizes", [[20], [3, 17], [1] * 20])
+def test_word_error_rate_of_batches_is_the_corpus_rate(sizes):
+    text = get_modality("TEXT")
+    assert text.metrics(TRANSCRIPT.target, TRANSCRIPT.templates[0]) == ["wer"]
+    rng = random.Random(3)
+    references = [sentence(rng) for _ in range(20)]
+    predictions = [r if rng.random() < 0.5 else sentence(rng) for r in references]
+    values = reduced(stats_per_batch(TRANSCRIPT, predictions, references, ["wer"], sizes),
+                     ["wer"])
+    scorer = WerScorer(WerScorerConfig())  # fairseq's own, on all rows at once
+    for prediction, reference in zip(predictions, references):
+        scorer.add_string(reference, prediction)
+    assert values["wer"] == pytest.approx(round(scorer.score(), 2), abs=0.01)
 
 
 @pytest.mark.parametrize("sizes", [[30], [11, 19], [29, 1]])

@@ -60,7 +60,7 @@ def setup_task(data_dir, instruction, *extra):
 
 
 @pytest.mark.parametrize("instruction, culprit, message", [
-    ("[AUDIO:wav] -> [TEXT:cap]", "[AUDIO", "AUDIO slots are not supported yet"),
+    ("[VIDEO:clip] -> [TEXT:cap]", "[VIDEO", "VIDEO slots are not supported yet"),
     ("[IMAGE:img,adaptor=clip] -> [TEXT:cap]", "adaptor", "IMAGE adaptor='clip' is unknown"),
     ("[TEXT:src] -> [TEXT:a] [TEXT:b]", "[TEXT:b]", "only one target slot"),
     ("[TEXT:src] -> [TEXT:tgt] thanks", "[TEXT:tgt]", "must end the instruction"),
@@ -252,13 +252,13 @@ def checkpoints_in(save_dir):
 
 
 def test_cli_refuses_an_unsupported_modality_before_training(data, tmp_path):
-    instruction = "[AUDIO:wav] -> [TEXT:cap]"
+    instruction = "[VIDEO:clip] -> [TEXT:cap]"
     save_dir = tmp_path / "checkpoints"
     result = fairseq_train(data, save_dir, instruction)
     assert result.returncode != 0
-    assert "InstructionError: AUDIO slots are not supported yet" in result.stderr, \
+    assert "InstructionError: VIDEO slots are not supported yet" in result.stderr, \
         result.stderr[-3000:]
-    assert f"\n  {instruction}\n  ^" in result.stderr  # the caret under '[AUDIO'
+    assert f"\n  {instruction}\n  ^" in result.stderr  # the caret under '[VIDEO'
     assert checkpoints_in(save_dir) == []
 
 

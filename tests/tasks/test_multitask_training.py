@@ -20,6 +20,7 @@ import time
 
 import pytest
 import torch
+from fairseq.logging.meters import SumMeter
 
 import ofasys_fairseq
 from ofasys_fairseq import OFASys
@@ -29,7 +30,7 @@ from demo_data import (NLI_INSTRUCTION, SHAPES_GROUNDING_INSTRUCTION, write_digi
 from ofasys_fairseq.tasks.instruction_task import InstructionConfig, InstructionTask
 from ofasys_fairseq.tasks.multitask_task import MultitaskTask
 from ofasys_fairseq.tasks.task_specs import TaskConfigError, parse_task_specs
-from tests.helpers import multitask_task
+from tests.helpers import multitask_task, sentences, write_jsonl
 
 USER_DIR = os.path.dirname(os.path.abspath(ofasys_fairseq.__file__))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -465,6 +466,25 @@ def test_bad_task_specs_fail_at_setup(data, tmp_path, change, sampling, message)
         tasks[name] = {k: v for k, v in tasks[name].items() if v is not None}
     with pytest.raises(TaskConfigError, match=message):
         multitask(tasks, tmp_path, task_sampling=sampling)
+
+
+def test_the_selection_score_counts_an_error_rate_as_its_complement(data, tmp_path):
+    (tmp_path / "copy").mkdir()
+    for split in ("train", "valid"):
+        write_jsonl(tmp_path / "copy" / f"{split}.jsonl",
+                    [{"src": s, "tgt": s} for s in sentences(20, seed=len(split))])
+    tasks = {"copy": {"instruction": "[TEXT:src] -> [TEXT:tgt]", "data": str(tmp_path / "copy"),
+                      "metrics": ["wer"]},
+             "nli": good_tasks(data)["nli"]}
+    task = multitask(tasks, tmp_path)
+    meters = {}
+    for key, value in {"_copy_wer_errors": 25, "_copy_wer_words": 100, "_nli_correct": 60,
+                       "_nli_total": 100}.items():
+        meters[key] = SumMeter()
+        meters[key].update(value)
+    assert task._selection_score(meters) == (100 - 25 + 60) / 2
+    meters["_copy_wer_errors"].update(400)  # a WER of 425: babbling counts as 0
+    assert task._selection_score(meters) == (0 + 60) / 2
 
 
 @pytest.mark.parametrize("task, metric, supported", [

@@ -1,8 +1,6 @@
 """Decoding an IMAGE cell: a file path (relative to the data file's directory, or
 absolute), base64 bytes, or a ``data:image/...;base64,`` URI, decoded with Pillow (EXIF
 orientation applied, RGB)."""
-import base64
-import binascii
 import contextlib
 import io
 import os
@@ -10,12 +8,11 @@ from typing import NamedTuple, Optional, Tuple
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..encoded import base64_bytes, data_uri_bytes, resolve_path
+
 # Pillow refuses "decompression bombs" above this many pixels; a corrupt header
 # claiming huge dimensions must fail as bad data, not exhaust memory.
 Image.MAX_IMAGE_PIXELS = 1 << 28
-# A base64 image is never shorter than this (the smallest PNG is ~70 bytes), so a
-# short cell that happens to use only base64 letters is read as a path.
-MIN_BASE64_LENGTH = 64
 EXIF_ORIENTATION = 0x0112
 
 
@@ -27,17 +24,16 @@ class DecodedImage(NamedTuple):
 def read_image_bytes(value: str, base_dir: str) -> Tuple[bytes, str]:
     """The encoded bytes of a cell and a short description of where they came from.
     Raises ValueError saying what the cell was taken to be."""
-    if value.startswith("data:"):
-        header, comma, payload = value.partition(",")
-        if not comma or not header.endswith(";base64"):
-            raise ValueError("a data: URI must look like 'data:image/png;base64,<payload>'")
-        return _b64decode(payload, "the data: URI's payload"), "data: URI"
-    path = value if os.path.isabs(value) else os.path.join(base_dir, value)
+    data = data_uri_bytes(value, "data:image/png;base64,<payload>")
+    if data is not None:
+        return data, "data: URI"
+    path = resolve_path(value, base_dir)
     if os.path.isfile(path):
         with open(path, "rb") as f:
             return f.read(), path
-    if len(value) >= MIN_BASE64_LENGTH and _looks_like_base64(value):
-        return _b64decode(value, "the base64 cell"), "base64"
+    data = base64_bytes(value)
+    if data is not None:
+        return data, "base64"
     raise ValueError(f"no such image file: {path} (the cell is neither an existing file, "
                      f"base64, nor a data: URI)")
 
@@ -76,14 +72,3 @@ def _decoding(source: str):
                          f"reads") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise ValueError(f"cannot decode the image ({source}): {error}") from None
-
-
-def _looks_like_base64(value: str) -> bool:
-    return all(c.isalnum() or c in "+/=\n\r" for c in value)
-
-
-def _b64decode(payload: str, what: str) -> bytes:
-    try:
-        return base64.b64decode(payload, validate=False)
-    except (binascii.Error, ValueError) as error:
-        raise ValueError(f"{what} is not valid base64: {error}") from None

@@ -46,6 +46,7 @@ setup(
             "ofasys-validate=ofasys_fairseq.validate:cli",
             "ofasys-train-cpu=ofasys_fairseq.distributed_cpu:main",
             "ofasys-phonemize=ofasys_fairseq.modalities.phone.convert:main",
+            "ofasys-prepare=ofasys_fairseq.prepare:main",
         ]
     },
 )

@@ -283,7 +283,7 @@ class Training:
 def build_training(settings: Settings, data_dir: str, work_dir: Path) -> Training:
     """Task, model, criterion and optimizer as fairseq-train builds them."""
     s = settings
-    args = options.parse_args_and_arch(options.get_training_parser(), [
+    return build_fairseq_training([
         data_dir, "--task", "instruction",
         "--instruction", demo_data().SHAPES_GROUNDING_INSTRUCTION,
         "--arch", "ofasys_tiny", "--embed-dim", str(s.embed_dim),
@@ -293,11 +293,17 @@ def build_training(settings: Settings, data_dir: str, work_dir: Path) -> Trainin
         "--criterion", "instruction_ce", "--optimizer", "adam", "--lr", "0.001",
         "--batch-size", str(s.train_batch_size), "--cpu", "--seed", str(s.seed),
         "--no-eval-metrics", "--save-dir", str(work_dir / "checkpoints"),
-        "--vocab-cache-dir", str(work_dir / "vocab-cache")])
-    cfg = convert_namespace_to_omegaconf(args)
+        "--vocab-cache-dir", str(work_dir / "vocab-cache")], s.seed)
+
+
+def build_fairseq_training(command_line: List[str], seed: int) -> Training:
+    """Task (its training subset loaded), model, criterion and optimizer as fairseq-train
+    builds them from ``command_line``."""
+    cfg = convert_namespace_to_omegaconf(
+        options.parse_args_and_arch(options.get_training_parser(), command_line))
     task = tasks.setup_task(cfg.task)
     task.load_dataset(cfg.dataset.train_subset)
-    torch.manual_seed(s.seed)
+    torch.manual_seed(seed)
     model = task.build_model(cfg.model)
     criterion = task.build_criterion(cfg.criterion)
     optimizer = optim.build_optimizer(cfg.optimizer, list(model.parameters()))

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from benchmarks import image_pipeline, multitask, train_speed
+from benchmarks import audio_pipeline, image_pipeline, multitask, train_speed
 from benchmarks.criterion import GRAD_RTOL, QUICK, VARIANTS, run
 
 
@@ -31,6 +31,24 @@ def test_quick_benchmark_variants_agree():
         assert ours["logits"] < rows["A: full projection"]["logits"]
         assert rows["A: full projection"]["logits"] == rows["B: dense masks (OFA)"]["logits"]
     assert "all variants agree" in report
+
+
+def test_quick_audio_pipeline_benchmark_reports_sane_numbers():
+    """Both feature pipelines run and agree; each DataLoader setting trains an epoch of
+    speech recognition. No timing is asserted."""
+    settings = audio_pipeline.QUICK
+    out = io.StringIO()
+    results = audio_pipeline.run(settings, out=out)
+    [features] = results["features"]
+    assert features["sounds"] == settings.utterances and features["seconds"] > 0
+    assert features["ours"] > 0 and features["baseline"] > 0
+    assert features["difference"] < 0.1  # log filterbanks of two resampling filters
+    training = results["training"]
+    assert [t["loader"] for t in training] == [loader.name for loader in settings.loaders]
+    for row in training:
+        assert row["batches"] == math.ceil(settings.train_rows / settings.batch_size)
+        assert row["step_ms"] > 0 and 0.0 <= row["fraction"] <= 1.0
+        assert row["loader"] in out.getvalue()
 
 
 def test_quick_image_pipeline_benchmark_reports_sane_numbers():

@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 
+import ofasys_fairseq
 from ofasys_fairseq import OFASys
 from ofasys_fairseq.checkpoint_safety import UnsafeCheckpointError
 from ofasys_fairseq.data.table import DataError
@@ -88,13 +89,26 @@ def test_training_reaches_high_validation_accuracy(trained):
     assert accuracy[-1] >= 90.0, accuracy
 
 
-def test_resume_continues_from_checkpoint_last(trained):
+def console_script(name: str, *args: str, cwd) -> str:
+    """Run an installed console script from ``cwd``; return its output, failing with it."""
+    result = subprocess.run([os.path.join(os.path.dirname(sys.executable), name), *args],
+                            cwd=str(cwd), capture_output=True, text=True, timeout=900)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    return output
+
+
+def test_resume_continues_from_checkpoint_last(trained, tmp_path):
     first_updates = int(valid_metrics(trained["log"])[-1]["num_updates"])
-    log = fairseq("train", trained["data"], "--user-dir", USER_DIR, "--task", "instruction",
-                  "--instruction", INSTRUCTION, *MODEL_ARGS, "--max-epoch", "5",
-                  "--num-workers", "2",  # rows read by index in forked DataLoader workers
-                  "--save-dir", trained["save_dir"], "--best-checkpoint-metric", "accuracy",
-                  "--maximize-best-checkpoint-metric")
+    # ofasys-train is fairseq-train with this plugin: no --user-dir, from any directory
+    log = console_script("ofasys-train", trained["data"], "--task", "instruction",
+                         "--instruction", INSTRUCTION, *MODEL_ARGS, "--max-epoch", "5",
+                         "--num-workers", "2",  # rows read by index in forked workers
+                         "--save-dir", trained["save_dir"], "--best-checkpoint-metric",
+                         "accuracy", "--maximize-best-checkpoint-metric", cwd=tmp_path)
+    state = torch.load(os.path.join(trained["save_dir"], "checkpoint_last.pt"),
+                       weights_only=True)
+    assert state["cfg"]["common"]["user_dir"] == os.path.dirname(ofasys_fairseq.__file__)
     # fairseq reports the epoch the resumed run starts, i.e. the one after the last saved
     assert re.search(r"Loaded checkpoint .*checkpoint_last\.pt \(epoch 5 @ "
                      rf"{first_updates} updates\)", log), log[-3000:]
@@ -158,16 +172,19 @@ def test_python_api_zero_shot_instruction_and_free_text(trained):
 
 def test_hydra_train_runs_a_config_from_configs(trained, repo_root, tmp_path):
     save_dir = tmp_path / "hydra_checkpoints"
-    log = fairseq("hydra_train", "--config-dir", os.path.join(repo_root, "configs"),
-                  "--config-name", "nli_demo", f"task.data={trained['data']}",
-                  f"task.instruction='{INSTRUCTION}'",  # quoted: Hydra's grammar reserves []
-                  "optimization.max_epoch=1", f"checkpoint.save_dir={save_dir}",
-                  f"common.user_dir={USER_DIR}", cwd=str(tmp_path))
+    # ofasys-hydra-train is fairseq-hydra-train with this plugin's common.user_dir
+    log = console_script("ofasys-hydra-train", "--config-dir",
+                         os.path.join(repo_root, "configs"), "--config-name", "nli_demo",
+                         f"task.data={trained['data']}",
+                         f"task.instruction='{INSTRUCTION}'",  # quoted: Hydra reserves []
+                         "optimization.max_epoch=1", "model.encoder_layers=1",
+                         f"checkpoint.save_dir={save_dir}", cwd=tmp_path)
     # the overrides took effect: one epoch, this instruction and data, this folder
     epochs = [int(e) for e in re.findall(r"end of epoch (\d+)", log)]
     assert epochs == [1], log[-3000:]
     state = torch.load(save_dir / "checkpoint_last.pt", weights_only=True)
     assert state["cfg"]["optimization"]["max_epoch"] == 1
+    assert state["cfg"]["model"]["encoder_layers"] == 1
     assert state["cfg"]["task"]["instruction"] == INSTRUCTION
     assert state["cfg"]["task"]["data"] == str(trained["data"])
     assert state["task_state"]["instruction"] == INSTRUCTION

@@ -2,7 +2,8 @@
 (eSpeak NG voices; validation by voices training never hears) and to hear their phones,
 as a two-task run; ``fairseq-generate`` scores each task as validation did (``--scoring
 wer`` / ``per``), ``OFASys.inference`` transcribes a path and a data: URI alike; the run
-resumed for its last epoch takes the feature statistics from its checkpoint."""
+resumed for its last epoch (with ``--ctc-weight``) takes the feature statistics from its
+checkpoint."""
 import base64
 import json
 import re
@@ -28,9 +29,9 @@ MODEL_ARGS = ["--arch", "ofasys_tiny", "--embed-dim", "64", "--ffn-embed-dim", "
               "--eval-max-len", "40"]
 
 
-def train(tasks, save_dir, epochs: int) -> str:
+def train(tasks, save_dir, epochs: int, *extra: str) -> str:
     return fairseq("train", "--user-dir", USER_DIR, "--task", "multitask", "--tasks", tasks,
-                   *MODEL_ARGS, "--max-epoch", str(epochs), "--save-dir", str(save_dir))
+                   *MODEL_ARGS, "--max-epoch", str(epochs), "--save-dir", str(save_dir), *extra)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,8 @@ def trained(tmp_path_factory):
         "asr": {"instruction": demo_speech.ASR_INSTRUCTION, "data": data},
         "phones": {"instruction": demo_speech.PHONES_INSTRUCTION, "data": data}}}))
     first = train(str(tasks), root / "ck", epochs=8)
-    resumed = train(str(tasks), root / "ck", epochs=9)  # from checkpoint_last.pt
+    # resumed from checkpoint_last.pt, with the auxiliary CTC loss added
+    resumed = train(str(tasks), root / "ck", 9, "--ctc-weight", "0.3")
     return {"data": data, "ck": root / "ck", "log": first + resumed, "resumed": resumed}
 
 
@@ -67,7 +69,8 @@ def test_generate_scores_each_task_as_validation_did(trained):
                       "instruction", "--trained-task", task, "--path",
                       str(trained["ck"] / "checkpoint_best.pt"), "--gen-subset", "valid",
                       "--beam", "1", "--batch-size", "16", "--cpu", "--post-process",
-                      "sentencepiece", "--scoring", scoring)
+                      "sentencepiece", "--scoring", scoring,
+                      "--max-len-a", "0", "--max-len-b", "40")  # as validation decodes
         score = float(re.search(rf"{name}: ([\d.]+)", out).group(1))
         assert score == pytest.approx(float(best[f"{task}_{scoring}"]), abs=0.01)
         outputs[task] = dict(re.findall(r"^D-(\d+)\t\S+\t(.*)$", out, re.M))
@@ -89,4 +92,5 @@ def test_generate_scores_each_task_as_validation_did(trained):
 def test_a_resumed_run_takes_the_statistics_from_its_checkpoint(trained):
     assert "taking the vocabulary and labels from" in trained["resumed"]
     assert "statistics fitted" not in trained["resumed"]
-    assert len(valid_metrics(trained["resumed"])) == 1
+    [metrics] = valid_metrics(trained["resumed"])
+    assert float(metrics["ctc_loss"]) > 0

@@ -9,6 +9,10 @@ target modality's own loss term for continuous ones.
 * A continuous target (``target_frames``: frames such as TTS mel frames) is scored by its
   modality's ``loss`` on its output head's predictions, per frame; ``ntokens`` counts
   frames.
+* ``--ctc-weight w`` adds w x CTC (Graves et al. 2006) of a token target aligned to the
+  encoder states of the row's inputs that follow a text in time (AUDIO: the modality's
+  ``ctc_alignable``), through the shared output projection, blank = ``<s>`` (never a
+  target). Rows without such inputs add nothing; the CTC sum is logged as ``ctc_loss``.
 * Multitask samples carry ``task_ids`` and ``loss_weights`` per row: a row's token
   losses are multiplied by its task's loss weight (the normalizer, the number of
   target tokens, is unchanged, so a weight of 2 doubles that task's gradient), and
@@ -31,6 +35,9 @@ from ..modalities import get_modality
 class InstructionCrossEntropyConfig(FairseqDataclass):
     label_smoothing: float = field(
         default=0.1, metadata={"help": "label smoothing epsilon (0 disables it)"})
+    ctc_weight: float = field(default=0.0, metadata={
+        "help": "weight of an auxiliary CTC loss aligning token targets to the encoder "
+                "states of speech inputs (0: none)"})
 
 
 TASK_STAT = "_task_{}:{}"  # hidden per-task sums: _task_loss:nli, _task_ntokens:nli, ...
@@ -64,12 +71,14 @@ def closed_set_loss(logits: torch.Tensor, gold: torch.Tensor, allowed: torch.Ten
 
 @register_criterion("instruction_ce", dataclass=InstructionCrossEntropyConfig)
 class InstructionCrossEntropyCriterion(FairseqCriterion):
-    def __init__(self, task, label_smoothing: float = 0.1):
+    def __init__(self, task, label_smoothing: float = 0.1, ctc_weight: float = 0.0):
         super().__init__(task)
-        self.eps = label_smoothing
+        if ctc_weight < 0:
+            raise ValueError(f"--ctc-weight must be >= 0, got {ctc_weight}")
+        self.eps, self.ctc_weight = label_smoothing, ctc_weight
 
     def forward(self, model, sample, reduce: bool = True):
-        features, _ = model(**sample["net_input"], features_only=True)
+        features, extra = model(**sample["net_input"], features_only=True)
         if "target_frames" in sample:
             losses, sample_row = self._frame_losses(model, sample, features)
             nll_losses = losses
@@ -85,6 +94,10 @@ class InstructionCrossEntropyCriterion(FairseqCriterion):
             "nsentences": sample["nsentences"],
             "sample_size": sample_size,
         }
+        if self.ctc_weight > 0 and "target" in sample:
+            ctc = self._ctc_loss(model, sample, extra["encoder_out"], weights)
+            loss = loss + self.ctc_weight * ctc
+            logging_output.update(loss=loss.data, ctc_loss=ctc.data)
         if "task_ids" in sample:
             logging_output.update(self._task_stats(sample["task_ids"], sample_row,
                                                    losses.detach()))
@@ -131,6 +144,30 @@ class InstructionCrossEntropyCriterion(FairseqCriterion):
                 lprobs, gold[open_rows], self.eps, ignore_index=None, reduce=False)
         return losses, nll_losses, sample_row
 
+    def _ctc_loss(self, model, sample, encoder_out, weights) -> torch.Tensor:
+        """Summed CTC of each row's target tokens over its CTC-alignable encoder states
+        (rows without any add nothing), weighted by the row's task loss weight."""
+        masks = encoder_out.get("ctc_mask") or []
+        states = encoder_out["encoder_out"][0]  # T x B x C
+        if not masks or not bool(masks[0].any()):
+            return states.new_zeros(())
+        mask = masks[0]
+        rows = mask.any(1).nonzero(as_tuple=True)[0]
+        mask = mask[rows]
+        lengths = mask.sum(1)
+        # each row's aligned positions first, in order (their block may follow another's)
+        order = torch.sort((~mask).to(torch.int8), dim=1, stable=True).indices[:, :int(lengths.max())]
+        x = states.transpose(0, 1)[rows].gather(1, order[..., None].expand(-1, -1, states.size(-1)))
+        log_probs = F.log_softmax(model.decoder.output_layer(x).float(), dim=-1)
+        targets = sample["target"][rows]
+        dictionary = self.task.target_dictionary
+        scored = targets.ne(self.padding_idx) & targets.ne(dictionary.eos())
+        losses = F.ctc_loss(log_probs.transpose(0, 1), targets[scored], lengths, scored.sum(1),
+                            blank=dictionary.bos(), reduction="none", zero_infinity=True)
+        if weights is not None:
+            losses = losses * weights[rows]
+        return losses.sum()
+
     def _task_stats(self, task_ids: torch.Tensor, sample_row: torch.Tensor,
                     losses: torch.Tensor):
         """Each task's summed loss, target tokens and samples in this batch; every task of
@@ -153,6 +190,10 @@ class InstructionCrossEntropyCriterion(FairseqCriterion):
         metrics.log_scalar("loss", loss / max(sample_size, 1) / math.log(2), sample_size, round=3)
         metrics.log_scalar("nll_loss", nll / max(ntokens, 1) / math.log(2), ntokens, round=3)
         metrics.log_derived("ppl", lambda meters: utils.get_perplexity(meters["nll_loss"].avg))
+        if any("ctc_loss" in log for log in logging_outputs):
+            ctc = sum(log.get("ctc_loss", 0) for log in logging_outputs)
+            metrics.log_scalar("ctc_loss", ctc / max(sample_size, 1) / math.log(2), sample_size,
+                               round=3)
         for name in _task_names(logging_outputs):
             def total(stat):
                 return sum(log.get(TASK_STAT.format(stat, name), 0) for log in logging_outputs)

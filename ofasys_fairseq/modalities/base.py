@@ -113,6 +113,9 @@ class Modality:
     implemented: bool = True
     trains_vocabulary: bool = False  # its cells' texts train the sentencepiece model
     fits_statistics: bool = False  # its settings hold statistics of training cells (``fit``)
+    # a feature input whose positions follow a text in time (speech): ``--ctc-weight``
+    # aligns a token target to them
+    ctc_alignable: bool = False
     # architecture name -> this modality's option defaults for it (``--arch``)
     architecture_defaults: Mapping[str, Mapping[str, Any]] = {}
 

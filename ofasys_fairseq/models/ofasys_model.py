@@ -96,8 +96,10 @@ class OFASysModel(FairseqEncoderDecoderModel):
         # feature inputs (images, ...) are for the encoder; frames of a continuous target
         # for the decoder
         encoder_out = self.encoder(src_tokens, src_lengths=src_lengths, features=features)
-        return self.decoder(prev_output_tokens, encoder_out=encoder_out,
-                            features_only=features_only, decoder_frames=decoder_frames)
+        x, extra = self.decoder(prev_output_tokens, encoder_out=encoder_out,
+                                features_only=features_only, decoder_frames=decoder_frames)
+        extra["encoder_out"] = encoder_out  # for losses on the encoder (CTC)
+        return x, extra
 
 
 def _register_size(name: str, width: int, encoder_layers: int, decoder_layers: int, heads: int):

@@ -9,6 +9,7 @@ from fairseq.modules import FairseqDropout, LayerNorm
 from fairseq.modules.transformer_layer import TransformerEncoderLayerBase
 from torch import Tensor
 
+from ..modalities import get_modality
 from ..modalities.base import MAX_FEATURE_SLOTS, AdapterOutput
 
 TOKENS_ADAPTER = "tokens"  # the token stream's adapter (and its type embedding, row 0)
@@ -60,11 +61,17 @@ class UniversalEncoder(FairseqEncoder):
             src_lengths: unused (padding is read from the tokens).
             features: the feature groups of the batch (see ``data/features.py``).
         """
-        outputs = [self._embed_features(features, src_tokens.size(0))] if features else []
+        outputs, ctc_mask = [], None
+        if features:
+            embedded, ctc_mask = self._embed_features(features, src_tokens.size(0))
+            outputs.append(embedded)
         tokens = self.adapters[TOKENS_ADAPTER](src_tokens)
         outputs.append(tokens._replace(embeddings=tokens.embeddings + self.type_embedding.weight[0]))
         x = torch.cat([out.embeddings for out in outputs], dim=1)
         padding_mask = torch.cat([out.padding_mask for out in outputs], dim=1)
+        if ctc_mask is not None:  # widened to every position: the text stream has none
+            ctc_mask = torch.cat([ctc_mask, tokens.padding_mask.new_zeros(
+                tokens.padding_mask.shape)], dim=1)
         x = self.dropout(self.layernorm_embedding(x))
         x = x.transpose(0, 1)  # T x B x C, as fairseq's layers expect
         for layer in self.layers:
@@ -78,10 +85,13 @@ class UniversalEncoder(FairseqEncoder):
             "encoder_states": [],
             "src_tokens": [],
             "src_lengths": [],
+            # B x T: positions of inputs a CTC loss may align a text target to
+            "ctc_mask": [] if ctc_mask is None else [ctc_mask],
         }
 
-    def _embed_features(self, groups: Sequence[Dict[str, Any]], batch: int) -> AdapterOutput:
-        """``B x W x C``: block k holds each row's feature slot k."""
+    def _embed_features(self, groups: Sequence[Dict[str, Any]], batch: int):
+        """``B x W x C``: block k holds each row's feature slot k; and ``B x W`` True at
+        the (unpadded) positions of modalities that a CTC loss may align text to."""
         embedded = []  # (slots, embeddings, padding mask) per group
         for group in groups:
             key = group["adapter"]
@@ -100,12 +110,15 @@ class UniversalEncoder(FairseqEncoder):
         starts = torch.tensor([0] + widths[:-1], device=embedded[0][1].device).cumsum(0)
         x = embedded[0][1].new_zeros(batch, sum(widths), embedded[0][1].size(-1))
         padding_mask = torch.ones(batch, sum(widths), dtype=torch.bool, device=x.device)
-        for slots, typed, mask in embedded:
+        ctc_mask = torch.zeros_like(padding_mask)
+        for (slots, typed, mask), group in zip(embedded, groups):
             rows = slots[:, :1].expand(-1, typed.size(1))
             columns = starts[slots[:, 1]][:, None] + torch.arange(typed.size(1), device=x.device)
             x[rows, columns] = typed
             padding_mask[rows, columns] = mask
-        return AdapterOutput(x, padding_mask)
+            if get_modality(self.modality_of[group["adapter"]]).ctc_alignable:
+                ctc_mask[rows, columns] = ~mask
+        return AdapterOutput(x, padding_mask), ctc_mask
 
     def reorder_encoder_out(self, encoder_out: Dict[str, List[Tensor]], new_order: Tensor):
         return {

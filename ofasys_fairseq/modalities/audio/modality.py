@@ -48,6 +48,7 @@ class AudioModality(Modality):
     input_kind = FEATURES
     output_kind = None
     fits_statistics = True
+    ctc_alignable = True  # a transcript follows the sound in time
 
     def settings(self, cfg) -> Dict[str, Any]:
         if cfg.audio_stats_utterances < 0:

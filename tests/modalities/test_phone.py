@@ -102,6 +102,10 @@ def test_the_converter_adds_a_phone_column(tmp_path, capsys):
     assert rows == [{"text": "nine", "id": 1, "phones": "n ˈaɪ n"},
                     {"text": "two", "id": 2, "phones": "t ˈuː"}]
     assert "2 rows written" in capsys.readouterr().out
+    with pytest.raises(ValueError,
+                       match=r"eSpeak NG has no voice 'en-gb' \(English ones: en-us, "):
+        convert(str(tmp_path / "in.jsonl"), str(tmp_path / "out.jsonl"), "text", "phones",
+                voice="en-gb")
     write_jsonl(tmp_path / "bad.jsonl", [{"text": "one"}, {"words": "two"}])
     with pytest.raises(DataError, match=r"bad.jsonl, line 2, column 'text': no column 'text'"):
         convert(str(tmp_path / "bad.jsonl"), str(tmp_path / "out.jsonl"), "text", "phones")

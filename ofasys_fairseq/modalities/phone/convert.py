@@ -31,6 +31,7 @@ def convert(source: str, destination: str, text_column: str, phone_column: str,
             voice: str = "en-us") -> int:
     """Write ``source``'s rows to ``destination`` (JSONL) with ``phone_column`` added;
     returns the number of rows. A row without text is a DataError naming it."""
+    ESpeak.get().check_voice(voice)  # an option's fault, before any row
     table = Table(source)
     with open(destination, "w", encoding="utf-8") as out:
         for index in tqdm(range(len(table)), desc="phonemizing", unit="row", disable=None):

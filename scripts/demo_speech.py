@@ -6,7 +6,8 @@ hears, at 22.05 kHz as eSpeak NG writes them (the AUDIO modality resamples to 16
 This is synthetic, rule-based speech: real enough to carry the words in its signal (a
 model must learn to hear them), far more regular than human speech.
 
-    python scripts/demo_speech.py OUT_DIR   # writes OUT_DIR/digits_speech/{train,valid}.jsonl and wavs
+    python scripts/demo_speech.py OUT_DIR   # OUT_DIR/digits_speech (many voices) and
+                                            # OUT_DIR/digits_tts (one voice): {train,valid}.jsonl and wavs
 """
 import argparse
 import json
@@ -23,6 +24,9 @@ from ofasys_fairseq.modalities.phone.convert import text_to_phones
 
 ASR_INSTRUCTION = "[AUDIO:wav] what is the text corresponding to the voice ? -> [TEXT:text]"
 PHONES_INSTRUCTION = "[AUDIO:wav] what are the phones of the voice ? -> [PHONE:phones]"
+TTS_INSTRUCTION = "[TEXT:text] read it aloud -> [AUDIO:wav,frames_per_step=4]"
+# text-to-speech learns one voice: every row, training and validation, is spoken by it
+TTS_SPEAKER_RATE, TTS_SPEAKER_PITCH = 160, 50
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 HELD_OUT_VARIANTS = ("m7", "f5")  # validation voices only
 RATES, PITCHES = (130, 200), (30, 70)  # words per minute, pitch: ranges drawn from
@@ -75,6 +79,21 @@ def write_digits_task(root: str, train: int = 600, valid: int = 60, seed: int = 
     return out_dir
 
 
+def write_digits_tts_task(root: str, train: int = 600, valid: int = 60, seed: int = 0,
+                          voice: str = "en-us+m3", longest: int = 4) -> str:
+    """Digit strings (two to ``longest`` digits) and their sound in one voice
+    (text-to-speech); validation rows are digit strings training never reads."""
+    rng = random.Random(seed)
+    out_dir = os.path.join(root, "digits_tts")
+    speaker = Speaker(voice, TTS_SPEAKER_RATE, TTS_SPEAKER_PITCH)
+    texts = list(dict.fromkeys(digit_strings(4 * (train + valid), rng, longest=longest)))
+    if len(texts) < train + valid:
+        raise ValueError(f"{train + valid} distinct digit strings asked, {len(texts)} drawn")
+    write_split(out_dir, "train", texts[:train], [speaker] * train)
+    write_split(out_dir, "valid", texts[train:train + valid], [speaker] * valid)
+    return out_dir
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir")
@@ -82,6 +101,7 @@ def main() -> None:
     parser.add_argument("--valid", type=int, default=60)
     args = parser.parse_args()
     print(write_digits_task(args.out_dir, args.train, args.valid))
+    print(write_digits_tts_task(args.out_dir, args.train, args.valid))
 
 
 if __name__ == "__main__":

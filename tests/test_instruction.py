@@ -305,7 +305,8 @@ def attribute_values(draw, spec):
     if spec.kind == "flag":
         return True
     if spec.kind == "int":
-        return draw(st.integers(min_value=int(spec.min or 0), max_value=10**6))
+        return draw(st.integers(min_value=int(spec.min or 0),
+                                max_value=int(spec.max) if spec.max is not None else 10**6))
     if spec.kind == "float":
         return draw(st.floats(min_value=spec.min, max_value=spec.max, exclude_min=spec.min_exclusive,
                               allow_nan=False, allow_infinity=False, width=64))

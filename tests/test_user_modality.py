@@ -83,7 +83,7 @@ def test_number_output_through_the_users_head_loss_and_generator(tmp_path):
     assert "unknown type 'NUMBER'" in result.stderr and "registered by importing its " \
         "package (--user-dir)" in result.stderr, result.stderr[-3000:]
 
-    # fairseq-generate writes tokens: it refuses a continuous target, saying what to use
+    # fairseq-generate writes continuous outputs to files, which NUMBER has no form for
     result = subprocess.run([sys.executable, "-m", "fairseq_cli.generate", str(data),
                              "--user-dir", PLUGIN, "--task", "instruction", "--path",
                              str(checkpoint), "--gen-subset", "valid", "--cpu"],

@@ -7,8 +7,9 @@ target modality's own loss term for continuous ones.
   over those tokens only). The allowed ids come per position from the dataset
   (``closed_set_steps``), so no dense per-sample vocabulary mask is built.
 * A continuous target (``target_frames``: frames such as TTS mel frames) is scored by its
-  modality's ``loss`` on its output head's predictions, per frame; ``ntokens`` counts
-  frames.
+  modality's ``loss`` on its output head's predictions, per frame, with the weights of
+  ``--frame-l1-weight``, ``--frame-mse-weight`` and ``--frame-stop-weight``; ``ntokens``
+  counts frames.
 * ``--ctc-weight w`` adds w x CTC (Graves et al. 2006) of a token target aligned to the
   encoder states of the row's inputs that follow a text in time (AUDIO: the modality's
   ``ctc_alignable``), through the shared output projection, blank = ``<s>`` (never a
@@ -29,6 +30,7 @@ from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_l
 from fairseq.dataclass import FairseqDataclass
 
 from ..modalities import get_modality
+from ..modalities.frames import FrameLossWeights
 
 
 @dataclass
@@ -38,6 +40,12 @@ class InstructionCrossEntropyConfig(FairseqDataclass):
     ctc_weight: float = field(default=0.0, metadata={
         "help": "weight of an auxiliary CTC loss aligning token targets to the encoder "
                 "states of speech inputs (0: none)"})
+    frame_l1_weight: float = field(default=1.0, metadata={
+        "help": "weight of the mean absolute error of continuous target frames (TTS mels)"})
+    frame_mse_weight: float = field(default=1.0, metadata={
+        "help": "weight of the mean squared error of continuous target frames"})
+    frame_stop_weight: float = field(default=1.0, metadata={
+        "help": "weight of the binary cross entropy of continuous targets' stop flag"})
 
 
 TASK_STAT = "_task_{}:{}"  # hidden per-task sums: _task_loss:nli, _task_ntokens:nli, ...
@@ -71,11 +79,18 @@ def closed_set_loss(logits: torch.Tensor, gold: torch.Tensor, allowed: torch.Ten
 
 @register_criterion("instruction_ce", dataclass=InstructionCrossEntropyConfig)
 class InstructionCrossEntropyCriterion(FairseqCriterion):
-    def __init__(self, task, label_smoothing: float = 0.1, ctc_weight: float = 0.0):
+    def __init__(self, task, label_smoothing: float = 0.1, ctc_weight: float = 0.0,
+                 frame_l1_weight: float = 1.0, frame_mse_weight: float = 1.0,
+                 frame_stop_weight: float = 1.0):
         super().__init__(task)
-        if ctc_weight < 0:
-            raise ValueError(f"--ctc-weight must be >= 0, got {ctc_weight}")
+        weights = {"--ctc-weight": ctc_weight, "--frame-l1-weight": frame_l1_weight,
+                   "--frame-mse-weight": frame_mse_weight, "--frame-stop-weight": frame_stop_weight}
+        for option, weight in weights.items():
+            if weight < 0:
+                raise ValueError(f"{option} must be >= 0, got {weight}")
         self.eps, self.ctc_weight = label_smoothing, ctc_weight
+        self.frame_weights = FrameLossWeights(frame_l1_weight, frame_mse_weight,
+                                              frame_stop_weight)
 
     def forward(self, model, sample, reduce: bool = True):
         features, extra = model(**sample["net_input"], features_only=True)
@@ -103,14 +118,13 @@ class InstructionCrossEntropyCriterion(FairseqCriterion):
                                                    losses.detach()))
         return loss, sample_size, logging_output
 
-    @staticmethod
-    def _frame_losses(model, sample, features):
+    def _frame_losses(self, model, sample, features):
         """Per-frame losses of a continuous target, by its modality, and each frame's row."""
         target, slot = sample["target_frames"], sample["target_slot"]
         states = features.reshape(-1, features.size(-1))[target["positions"]]
-        predicted = model.decoder.output_heads[slot.modality](states)
+        predicted = model.decoder.output_heads[slot.modality](states, target["rows"])
         return get_modality(slot.modality).loss(predicted, target["frames"], target["stop"],
-                                                slot), target["rows"]
+                                                slot, self.frame_weights), target["rows"]
 
     def _token_losses(self, model, sample, features):
         """Per-token losses and NLL of the scored target tokens, and each token's row."""

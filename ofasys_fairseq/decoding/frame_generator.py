@@ -6,11 +6,29 @@ The decoder's input at position 0 is end of sentence, then each row's forced pre
 position predicts the first frame. Rows with prefixes of different lengths decode in
 one batch: a row reads its prefix while it lasts, frames after.
 """
-from typing import List
+from typing import List, NamedTuple
 
 import torch
 
 STOP_THRESHOLD = 0.5  # the stop flag's probability that ends a row
+
+
+class FrameGenerator(NamedTuple):
+    """What fairseq-generate is given for a continuous target: the task's
+    ``inference_step`` runs the target modality's generator with this limit and writes
+    each row's output to a file (fairseq-generate prints the file's path).
+
+    Args:
+        max_frames: the most decoder steps per row (``--max-len-b``).
+        eos: end of sentence (fairseq strips it from what it prints).
+    """
+
+    max_frames: int
+    eos: int
+
+    @property
+    def symbols_to_strip_from_output(self):
+        return {self.eos}
 
 
 @torch.no_grad()

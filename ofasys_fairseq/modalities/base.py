@@ -116,6 +116,9 @@ class Modality:
     # a feature input whose positions follow a text in time (speech): ``--ctc-weight``
     # aligns a token target to them
     ctc_alignable: bool = False
+    # settings that come from the run's options even when a checkpoint brings settings
+    # (they do not shape the model: AUDIO's vocoder)
+    run_options: Tuple[str, ...] = ()
     # architecture name -> this modality's option defaults for it (``--arch``)
     architecture_defaults: Mapping[str, Mapping[str, Any]] = {}
 
@@ -285,19 +288,30 @@ class Modality:
     # -- continuous outputs (output_kind == "continuous") ----------------------------------
     def build_output_head(self, settings: Mapping[str, Any], embed_dim: int) -> torch.nn.Module:
         """The module with ``embed(frames: ... x F) -> ... x D`` (what the decoder reads of
-        a frame) and ``forward(states: N x D) -> FramePrediction`` (see
+        a frame), ``forward(states: N x D, rows: N) -> FramePrediction`` (``rows``: each
+        state's sequence, for a post-net over whole sequences) and ``refine`` (see
         ``modalities/frames.FrameHead``)."""
         raise NotImplementedError
 
-    def loss(self, predicted, frames: torch.Tensor, stop: torch.Tensor,
-             slot: Slot) -> torch.Tensor:
+    def loss(self, predicted, frames: torch.Tensor, stop: torch.Tensor, slot: Slot,
+             weights) -> torch.Tensor:
         """Per-frame losses (``N``) of ``predicted`` against the target ``frames`` (``N x F``)
-        and ``stop`` flags (``N``, 1 on each target's last frame)."""
+        and ``stop`` flags (``N``, 1 on each target's last frame), with the criterion's
+        ``weights`` of the loss terms (``modalities/frames.FrameLossWeights``)."""
         raise NotImplementedError
 
     def generate(self, model, sample, slot: Slot, ctx: Context, max_len: int) -> List[Any]:
         """Each row's generated output (what ``postprocess`` reads), forced prefix excluded."""
         raise NotImplementedError
+
+    def save_output(self, value: Any, path_stem: str) -> str:
+        """Write a continuous output (as ``postprocess`` made it) or a reference to a file
+        named ``path_stem`` plus an extension, and return its path (fairseq-generate)."""
+        raise NotImplementedError(f"{self.name} outputs cannot be written to files")
+
+    def saves_outputs(self) -> bool:
+        """Whether ``save_output`` is implemented (fairseq-generate can decode it)."""
+        return type(self).save_output is not Modality.save_output
 
     def format_generated(self, text: str, settings: Mapping[str, Any]) -> Optional[str]:
         """How fairseq-generate prints a detokenized output of this modality; None when

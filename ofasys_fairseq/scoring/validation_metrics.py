@@ -27,14 +27,15 @@ METRIC_STATS: Dict[str, Sequence[str]] = {
     "vqa_score": ("_vqa_score_sum", "_vqa_score_count"),
     "wer": ("_wer_errors", "_wer_words"),
 }
-# metrics where lower is better (a multitask run's selection score counts 100 - value)
-LOWER_IS_BETTER = {"wer"}
+# metric where lower is better -> the value where a multitask run's selection score
+# reaches 0 (it counts 100 * (1 - value / that), at least 0: 100 - value for a rate)
+LOWER_IS_BETTER: Dict[str, float] = {"wer": 100.0}
 # metric -> the factor on sum / count (percent by default)
 METRIC_SCALES: Dict[str, float] = {}
 
 
 def register_metric(name: str, total: str, count: str, scale: float = 100.0,
-                    lower_is_better: bool = False) -> None:
+                    lower_is_better: bool = False, zero_score_at: float = 100.0) -> None:
     """A metric reported as ``scale * sum(total) / sum(count)`` over validation batches.
 
     Args:
@@ -42,18 +43,28 @@ def register_metric(name: str, total: str, count: str, scale: float = 100.0,
         total: the summed statistic (e.g. ``_box_hits``).
         count: how many were scored (e.g. ``_box_total``).
         scale: 100 for a percentage, 1 for a mean.
-        lower_is_better: an error rate in percent (a multitask selection score counts
-            100 - rate, at least 0).
+        lower_is_better: an error rate or a distance (a multitask selection score counts
+            ``selection_value``).
+        zero_score_at: for a lower-is-better metric, the value (and beyond) that counts 0
+            in a selection score: 100 for a rate in percent.
     """
     if name in METRIC_STATS:
         raise ValueError(f"metric {name!r} is already registered")
-    if lower_is_better and scale != 100.0:
-        raise ValueError(f"metric {name!r}: a lower-is-better metric must be a percentage "
-                         f"(scale 100)")
+    if lower_is_better and not zero_score_at > 0:
+        raise ValueError(f"metric {name!r}: zero_score_at must be > 0, got {zero_score_at}")
     METRIC_STATS[name] = (total, count)
     METRIC_SCALES[name] = scale
     if lower_is_better:
-        LOWER_IS_BETTER.add(name)
+        LOWER_IS_BETTER[name] = zero_score_at
+
+
+def selection_value(name: str, value: float) -> float:
+    """``value`` of metric ``name`` as a score where higher is better, 0 to 100 for a
+    lower-is-better one (an error rate counts 100 - rate, 0 past 100%: a model that
+    babbles)."""
+    if name not in LOWER_IS_BETTER:
+        return value
+    return max(0.0, 100.0 * (1.0 - value / LOWER_IS_BETTER[name]))
 
 
 def stat_key(key: str, prefix: str = "") -> str:

@@ -24,6 +24,7 @@ from ..data.instruction_dataset import InstructionDataset
 from ..data.table import DataError, Table, find_split_file, located, required_cell
 from ..data.vocabulary import (Vocabulary, default_cache_dir, load_sentencepiece,
                                normalize_whitespace, train_sentencepiece)
+from ..decoding.frame_generator import FrameGenerator
 from ..decoding.label_trie import ClosedSet
 from ..decoding.restricted_generator import RestrictedSequenceGenerator
 from ..instruction import Slot
@@ -35,6 +36,7 @@ from ..scoring import references as generated_references
 from ..scoring.validation_metrics import log_metrics
 
 logger = logging.getLogger(__name__)
+DEFAULT_MAX_TOKENS = 64  # decoded target tokens when the caller names no limit
 # task states written before modalities kept their own settings have no format (1)
 STATE_FORMAT = 2
 
@@ -74,6 +76,7 @@ class InstructionCommonConfig(ModalityTaskOptions):
                 "box checked against it), reporting all bad rows before training "
                 "(ofasys-validate does the same alone)"})
     seed: int = II("common.seed")
+    results_path: Optional[str] = II("common_eval.results_path")
     save_dir: str = II("checkpoint.save_dir")
     restore_file: str = II("checkpoint.restore_file")
 
@@ -357,7 +360,11 @@ class InstructionTask(FairseqTask):
 
     def use_checkpoint_settings(self, settings: Mapping[str, Mapping[str, Any]]) -> None:
         """The checkpoint's modality settings, in place (multitask members share them)."""
-        self.modality_settings.update({name: dict(value) for name, value in settings.items()})
+        for name, saved in settings.items():
+            current = self.modality_settings.get(name)
+            run_options = get_modality(name).run_options if current is not None else ()
+            self.modality_settings[name] = {**saved, **{key: current[key] for key in run_options
+                                                        if key in current}}
         self.settings_final = True
 
     def _trained_task_state(self, state: Dict[str, object]) -> Dict[str, object]:
@@ -418,15 +425,30 @@ class InstructionTask(FairseqTask):
     # -- decoding --------------------------------------------------------------------
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None,
                         prefix_allowed_tokens_fn=None):
-        """fairseq-generate's search for token targets (see ``_sequence_generator``); it
-        prints tokens, so a continuous target is refused here."""
+        """fairseq-generate's search for token targets (see ``_sequence_generator``); for
+        a continuous target the modality's own generator, whose outputs are written to
+        files under ``--results-path`` (see ``inference_step``)."""
         target = self.plan.target if self.plan is not None else None
         if target is not None and get_modality(target.modality).output_kind == CONTINUOUS:
-            raise ValueError(f"fairseq-generate writes token outputs, and {target} is "
-                             f"continuous: decode it with OFASys.inference (validation scores "
-                             f"it during training)")
+            if not get_modality(target.modality).saves_outputs():
+                raise ValueError(f"fairseq-generate writes continuous outputs to files, and "
+                                 f"{target} has none ({target.modality} defines no "
+                                 f"save_output): decode it with OFASys.inference (validation "
+                                 f"scores it during training)")
+            self._results_dir(target)  # a missing --results-path fails before decoding
+            return FrameGenerator(args.max_len_b, self.dictionary.eos())
         return self._sequence_generator(models, args, seq_gen_cls, extra_gen_cls_kwargs,
                                         prefix_allowed_tokens_fn)
+
+    def _results_dir(self, target: Slot) -> str:
+        try:
+            results = self.cfg.results_path
+        except Exception:  # interpolation unavailable outside fairseq's tools
+            results = None
+        if not results:
+            raise ValueError(f"{target} is a continuous output that fairseq-generate writes "
+                             f"to files, one per row: give it --results-path DIR")
+        return results
 
     def _sequence_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None,
                             prefix_allowed_tokens_fn=None):
@@ -439,16 +461,18 @@ class InstructionTask(FairseqTask):
                                        prefix_allowed_tokens_fn or self._allowed_tokens)
 
     def predictions(self, model, sample, generator: Optional[RestrictedSequenceGenerator],
-                    max_len: int, beam: int = 1) -> List[Any]:
+                    max_len: Optional[int], beam: int = 1) -> List[Any]:
         """Each row's best output (what ``output`` reads): for token targets by
         ``generator`` (a sequence generator of this task; None: one with ``beam`` beams,
-        ``max_len`` tokens after the forced prefix), for continuous ones by the modality's
-        own generator (at most ``max_len`` frames)."""
+        ``max_len`` tokens after the forced prefix, None: ``DEFAULT_MAX_TOKENS``), for
+        continuous ones by the modality's own generator (at most ``max_len`` frames, None:
+        as many as the decoder's positions hold)."""
         target = sample["target_slot"]
         modality = get_modality(target.modality)
         if modality.output_kind == CONTINUOUS:
             return modality.generate(model, sample, target, self.context(target.modality),
-                                     max_len)
+                                     max_len or model.decoder.max_positions())
+        max_len = max_len or DEFAULT_MAX_TOKENS
         if generator is None:
             prefix = sample["decoder_prefix"]
             longest = 0 if prefix is None else int(prefix.ne(self.dictionary.pad()).sum(1).max())
@@ -458,7 +482,10 @@ class InstructionTask(FairseqTask):
 
     def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
         """Beam search with the decoder prefix forced and the target's constraint applied;
-        the forced prefix is removed from each hypothesis."""
+        the forced prefix is removed from each hypothesis. A continuous target
+        (``FrameGenerator``) is generated and written to files instead."""
+        if isinstance(generator, FrameGenerator):
+            return self._write_outputs(generator, models[0], sample)
         prefix = sample.get("decoder_prefix") if prefix_tokens is None else prefix_tokens
         prefix_lengths = ([0] * sample["nsentences"] if prefix is None
                           else prefix.ne(self.dictionary.pad()).sum(1).tolist())
@@ -488,6 +515,35 @@ class InstructionTask(FairseqTask):
             for hypo in nbest:
                 hypo["tokens"] = hypo["tokens"][length:]
                 hypo["positional_scores"] = hypo["positional_scores"][length:]
+        return hypos
+
+    def _write_outputs(self, generator: FrameGenerator, model, sample) -> List[List[dict]]:
+        """fairseq-generate for a continuous target: each row's output is written to
+        ``--results-path/<data file name>/<id>`` (its reference next to it, as
+        ``<id>.reference``) by the target's modality. fairseq-generate prints H-, D- and T-
+        lines through the target dictionary, so each written path is given to it as a
+        symbol of its own, added to the dictionary after the model was built (never
+        embedded; nothing is saved after generation): the lines show the paths, and a
+        scorer such as ``--scoring mcd`` reads the files."""
+        target = sample["target_slot"]
+        modality = get_modality(target.modality)
+        directory = os.path.join(self._results_dir(target),
+                                 os.path.splitext(os.path.basename(sample["data_path"]))[0])
+        os.makedirs(directory, exist_ok=True)
+        predictions = self.predictions(model, sample, None, generator.max_frames)
+        hypos, references = [], []
+        for row, (sample_id, prediction) in enumerate(zip(sample["id"].tolist(), predictions)):
+            stem = os.path.join(directory, str(sample_id))
+            path = modality.save_output(self.output(sample, row, prediction), stem)
+            logger.info(f"row {sample_id}: {path}")
+            hypos.append([{"tokens": torch.tensor([self.dictionary.add_symbol(path)]),
+                           "score": 0.0, "alignment": None,
+                           "positional_scores": torch.zeros(1)}])
+            if sample.get("references"):
+                reference = modality.save_output(sample["references"][row],
+                                                 f"{stem}.reference")
+                references.append(torch.tensor([self.dictionary.add_symbol(reference)]))
+        sample["target"] = torch.stack(references) if references else None
         return hypos
 
     def _allowed_tokens(self, sample_id: int, tokens: torch.Tensor):

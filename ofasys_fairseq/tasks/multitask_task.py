@@ -8,6 +8,7 @@ validation reports each task's metrics as ``<task>_<metric>`` plus ``score``, th
 mean of every task's first metric, to choose the best checkpoint by.
 """
 import logging
+import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List
 
@@ -24,8 +25,8 @@ from ..data.table import DataError, Table, find_split_file
 from ..data.task_sampler import SAMPLING, task_probabilities
 from ..data.task_schedule import BatchBudget, TaskSchedule
 from ..plan import TaskPlan
-from ..scoring.validation_metrics import (LOWER_IS_BETTER, METRIC_STATS, log_metrics,
-                                         metric_value, stat_key)
+from ..scoring.validation_metrics import (METRIC_STATS, log_metrics, metric_value,
+                                         selection_value, stat_key)
 from ..instruction import Slot
 from ..modalities import get_modality
 from ..modalities.base import CONTINUOUS
@@ -72,22 +73,31 @@ class MultitaskTask(InstructionTask):
 
     def __init__(self, cfg: MultitaskConfig, specs: List[TaskSpec]):
         super().__init__(cfg, plan=None)
+        self.use_specs(specs)
+
+    def use_specs(self, specs: List[TaskSpec]) -> None:
+        """Train or decode these tasks (checked; each gets its member task)."""
         self.specs = specs
-        self.members = [InstructionTask(_member_config(cfg, spec), TaskPlan.parse(spec.instruction))
-                        for spec in specs]
+        self.members = [InstructionTask(_member_config(self.cfg, spec),
+                                        TaskPlan.parse(spec.instruction)) for spec in specs]
         for member, spec in zip(self.members, specs):
             member.modality_settings = self.modality_settings  # one geometry, one model
             _check_metrics(spec, member.supported_metrics(), member.default_metrics())
             target = member.plan.target
-            if (str(cfg.batch_mode) == "mixed"
+            if (str(self.cfg.batch_mode) == "mixed"
                     and get_modality(target.modality).output_kind == CONTINUOUS):
                 raise TaskConfigError(f"task '{spec.name}': batch_mode mixed puts rows of "
                                       f"several tasks in one batch, which a continuous target "
                                       f"({target}) cannot share; use homogeneous or round")
 
     @classmethod
-    def setup_task(cls, cfg: MultitaskConfig, **kwargs) -> "MultitaskTask":
+    def setup_task(cls, cfg: MultitaskConfig, from_checkpoint: bool = False,
+                   **kwargs) -> "MultitaskTask":
         # Checks the configuration, touches no data (a checkpoint loads without it).
+        if from_checkpoint and isinstance(cfg.tasks, str) and not os.path.isfile(cfg.tasks):
+            # the task file stayed where the model was trained: the checkpoint's task
+            # state names the tasks (``load_state_dict``)
+            return cls(cfg, [])
         return cls(cfg, parse_task_specs(cfg.tasks, str(cfg.task_sampling)))
 
     @property
@@ -145,6 +155,9 @@ class MultitaskTask(InstructionTask):
         state = upgrade_task_state(state)
         if "tasks" not in state:
             raise ValueError("not a multitask checkpoint: decode it with --task instruction")
+        if not self.specs:  # set up from a checkpoint without its task file
+            self.use_specs([TaskSpec(name=name, instruction=task["instruction"], data="")
+                            for name, task in state["tasks"].items()])
         missing = [name for name in self.task_names if name not in state["tasks"]]
         if missing:
             raise ValueError(f"the checkpoint has no task(s) {', '.join(missing)} (it has "
@@ -277,15 +290,14 @@ class MultitaskTask(InstructionTask):
             metrics.log_derived("score", self._selection_score)
 
     def _selection_score(self, meters) -> float:
-        """The mean of every task's first metric (over the tasks validated), an error rate
-        counted as 100 - rate (0 past 100%: a model that babbles), so that higher is
-        better."""
+        """The mean of every task's first metric (over the tasks validated), each as a
+        score where higher is better (``selection_value``: an error rate counts 100 - rate)."""
         values = []
         for spec in self.specs:
             metric, prefix = spec.metrics[0], f"{spec.name}_"
             if stat_key(METRIC_STATS[metric][-1], prefix) in meters:
                 value = metric_value(metric, meters, prefix)
-                values.append(max(0.0, 100 - value) if metric in LOWER_IS_BETTER else value)
+                values.append(selection_value(metric, value))
         return round(float(np.mean(values)), 2)
 
 

@@ -84,10 +84,12 @@ def decode_segment(segment: AudioSegment) -> AudioSegment:
         raise ValueError(f"cannot decode the audio ({_name(segment.source)}): {error}") from None
     if len(samples) == 0:
         raise ValueError(f"the audio ({_name(segment.source)}) holds no samples")
-    waveform = torch.from_numpy(samples).mean(1)
-    if rate != SAMPLE_RATE:
-        waveform = _resampler(rate)(waveform)
-    return segment._replace(waveform=waveform)
+    return segment._replace(waveform=resampled(torch.from_numpy(samples).mean(1), rate))
+
+
+def resampled(waveform: torch.Tensor, rate: int) -> torch.Tensor:
+    """A mono waveform at ``rate`` Hz, at 16 kHz."""
+    return waveform if rate == SAMPLE_RATE else _resampler(rate)(waveform)
 
 
 @functools.lru_cache(maxsize=8)

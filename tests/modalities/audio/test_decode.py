@@ -145,9 +145,13 @@ def test_crop_without_max_length_is_an_instruction_error(tmp_path):
     assert error.value.position == text.index("crop")
 
 
-def test_audio_cannot_be_a_target_yet():
-    with pytest.raises(InstructionError, match="AUDIO"):
-        TaskPlan.parse("[TEXT:t] -> [AUDIO:a]")
+def test_frames_per_step_belongs_to_a_target_and_crop_to_an_input():
+    assert TaskPlan.parse("[TEXT:t] -> [AUDIO:a,frames_per_step=2]").target.get(
+        "frames_per_step") == 2
+    with pytest.raises(InstructionError, match="frames_per_step"):
+        TaskPlan.parse("[AUDIO:a,frames_per_step=2] -> [TEXT:t]")
+    with pytest.raises(InstructionError, match="max_length"):
+        TaskPlan.parse("[TEXT:t] -> [AUDIO:a,max_length=3]")
 
 
 def test_the_dataset_names_file_line_and_column(tmp_path, wav):

@@ -1,18 +1,24 @@
-"""The demo's speech: sentences spoken by eSpeak NG (``ofasys_fairseq/modalities/espeak.py``,
-library and voices from the ``espeakng-loader`` wheel) with many voices, variants,
-speeds and pitches. Validation rows are spoken by voice variants that training never
-hears, at 22.05 kHz as eSpeak NG writes them (the AUDIO modality resamples to 16 kHz).
+"""The demo's speech: digit strings and real English sentences spoken by eSpeak NG
+(``ofasys_fairseq/modalities/espeak.py``, library and voices from the ``espeakng-loader``
+wheel) with many voices, variants, speeds and pitches. Validation rows are spoken by voice
+variants that training never hears, at 22.05 kHz as eSpeak NG writes them (the AUDIO
+modality resamples to 16 kHz). The sentences are prose every installation has: Python's
+language reference (``pydoc_data``) and statsmodels' dataset descriptions.
 
 This is synthetic, rule-based speech: real enough to carry the words in its signal (a
 model must learn to hear them), far more regular than human speech.
 
-    python scripts/demo_speech.py OUT_DIR   # OUT_DIR/digits_speech (many voices) and
-                                            # OUT_DIR/digits_tts (one voice): {train,valid}.jsonl and wavs
+    python scripts/demo_speech.py OUT_DIR   # OUT_DIR/digits_speech, sentences_speech (many
+                                            # voices), digits_tts, sentences_tts (one voice):
+                                            # {train,valid}.jsonl and wavs
 """
 import argparse
+import importlib
 import json
 import os
+import pkgutil
 import random
+import re
 from typing import List, NamedTuple, Sequence
 
 import numpy as np
@@ -50,6 +56,58 @@ def digit_strings(count: int, rng: random.Random, shortest: int = 2,
     """Spoken digit strings ("seven two nine"), as Free Spoken Digits but connected."""
     return [" ".join(rng.choice(DIGITS) for _ in range(rng.randint(shortest, longest)))
             for _ in range(count)]
+
+
+def real_sentences(shortest: int = 5, longest: int = 12) -> List[str]:
+    """The distinct sentences of ``shortest`` to ``longest`` words in Python's language
+    reference and statsmodels' dataset descriptions, as transcripts are usually written for
+    recognition: lower case, words only (sentences with digits, symbols or code are left
+    out: their spoken form is ambiguous)."""
+    import pydoc_data.topics
+    import statsmodels.datasets
+
+    texts = list(pydoc_data.topics.topics.values())
+    for module in pkgutil.iter_modules(statsmodels.datasets.__path__):
+        try:
+            dataset = importlib.import_module(f"statsmodels.datasets.{module.name}.data")
+        except ImportError:  # utilities, not datasets
+            continue
+        texts += [getattr(dataset, name, "") for name in ("DESCRLONG", "NOTE")]
+    sentences = []
+    for paragraph in (p for text in texts for p in re.split(r"\n\s*\n", text)):
+        paragraph = " ".join(paragraph.split())
+        for sentence in re.split(r"(?<=[a-z][.!?])\s+(?=[A-Z])", paragraph):
+            if re.fullmatch(r"[A-Z][A-Za-z ,;'\-]+[.!?]", sentence):
+                words = re.sub(r"[^a-z']+", " ", sentence.lower()).split()
+                if shortest <= len(words) <= longest:
+                    sentences.append(" ".join(words))
+    return sorted(set(sentences))
+
+
+def write_sentences_task(root: str, voices_per_sentence: int = 2, valid: int = 60,
+                         seed: int = 0) -> str:
+    """Every ``real_sentences`` sentence spoken ``voices_per_sentence`` times for training;
+    ``valid`` of them again by held-out voice variants; returns the data directory."""
+    rng = random.Random(seed)
+    sentences = real_sentences()
+    out_dir = os.path.join(root, "sentences_speech")
+    train = sentences * voices_per_sentence
+    write_split(out_dir, "train", train, speakers(len(train), False, rng))
+    write_split(out_dir, "valid", rng.sample(sentences, valid), speakers(valid, True, rng))
+    return out_dir
+
+
+def write_sentences_tts_task(root: str, valid: int = 30, seed: int = 0,
+                             voice: str = "en-us+m3") -> str:
+    """``real_sentences`` in one voice (text-to-speech); ``valid`` of them are held out of
+    training."""
+    sentences = real_sentences()
+    random.Random(seed).shuffle(sentences)
+    out_dir = os.path.join(root, "sentences_tts")
+    speaker = Speaker(voice, TTS_SPEAKER_RATE, TTS_SPEAKER_PITCH)
+    write_split(out_dir, "train", sentences[valid:], [speaker] * (len(sentences) - valid))
+    write_split(out_dir, "valid", sentences[:valid], [speaker] * valid)
+    return out_dir
 
 
 def write_split(out_dir: str, split: str, texts: Sequence[str], voices: Sequence[Speaker]) -> None:
@@ -102,6 +160,8 @@ def main() -> None:
     args = parser.parse_args()
     print(write_digits_task(args.out_dir, args.train, args.valid))
     print(write_digits_tts_task(args.out_dir, args.train, args.valid))
+    print(write_sentences_task(args.out_dir))
+    print(write_sentences_tts_task(args.out_dir))
 
 
 if __name__ == "__main__":

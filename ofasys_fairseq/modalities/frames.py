@@ -74,7 +74,8 @@ class FrameHead(nn.Module):
     def __init__(self, frame_dim: int, embed_dim: int, prenet_dropout: float = 0.0,
                  postnet: bool = False):
         super().__init__()
-        self.prenet = nn.ModuleList([nn.Linear(frame_dim, embed_dim), nn.Linear(embed_dim, embed_dim)])
+        self.prenet = nn.Sequential(nn.Linear(frame_dim, embed_dim), nn.ReLU(),
+                                    nn.Linear(embed_dim, embed_dim))
         self.prenet_dropout = prenet_dropout
         self.frame_projection = nn.Linear(embed_dim, frame_dim)
         self.stop_projection = nn.Linear(embed_dim, 1)
@@ -82,9 +83,8 @@ class FrameHead(nn.Module):
 
     def embed(self, frames: torch.Tensor) -> torch.Tensor:
         """What the decoder reads of each frame (``... x F -> ... x D``)."""
-        first, second = self.prenet
-        x = F.dropout(torch.relu(first(frames)), self.prenet_dropout, training=True)
-        return second(x)
+        first, activation, second = self.prenet
+        return second(F.dropout(activation(first(frames)), self.prenet_dropout, training=True))
 
     def forward(self, states: torch.Tensor, rows: Optional[torch.Tensor] = None) -> FramePrediction:
         """The next frame and the stop logit from decoder states (``N x D``); with ``rows``
@@ -94,6 +94,7 @@ class FrameHead(nn.Module):
         return FramePrediction(frames, self.stop_projection(states).squeeze(-1), refined)
 
     def refine_rows(self, frames: torch.Tensor, rows: torch.Tensor) -> Optional[torch.Tensor]:
+        """``refine`` of the sequences of flattened ``frames`` (``rows``: each one's)."""
         if self.postnet is None:
             return None
         lengths = torch.bincount(rows).tolist()

@@ -600,6 +600,10 @@ def test_multitask_checkpoint_decodes_per_task(data, uninterrupted):
     rows = [{"premise": "the red cat sleeps in the park",
              "hypothesis": "the cat sleeps in the park"}] * 2
     assert {r["label"] for r in model.inference(task="nli", data=rows)} <= NLI_LABELS
+    # where its --tasks file is gone, the checkpoint's task state names the tasks
+    moved = OFASys.from_pretrained(checkpoint, tasks=str(data / "gone" / "tasks.yaml"))
+    assert moved.instructions == model.instructions
+    assert moved.inference(task="nli", data=rows) == model.inference(task="nli", data=rows)
     with pytest.raises(ValueError, match=r"a multitask model: choose one of its tasks with "
                                          r"task= \(nli, grounding\)"):
         model.inference(data=rows)

@@ -65,6 +65,9 @@ class FeatureStatistics(NamedTuple):
     def normalize(self, features: torch.Tensor) -> torch.Tensor:
         return (features - torch.tensor(self.mean)) / torch.tensor(self.std)
 
+    def denormalize(self, features: torch.Tensor) -> torch.Tensor:
+        return features * torch.tensor(self.std) + torch.tensor(self.mean)
+
 
 def spec_augment(features: torch.Tensor, seed: int) -> torch.Tensor:
     """Frequency and time masking of normalized ``T x 80`` features (masked values become

@@ -34,7 +34,7 @@ from .features import (MEL_BINS, FeatureStatistics, filterbanks, frame_moments, 
                        spec_augment)
 from .mcd import mcd_stats
 from .mel import LOG_FLOOR, log_mel, mel_frames
-from .vocoder import get_vocoder
+from .vocoder import check_vocoder, get_vocoder
 
 AUDIO = "AUDIO"
 AUDIO_RECIPES = ("plain", "specaugment")
@@ -91,7 +91,7 @@ class AudioModality(FrameModality):
             raise ValueError(f"--audio-stats-utterances must be >= 0 (0: all), got "
                              f"{cfg.audio_stats_utterances}")
         vocoder = cfg.audio_vocoder or "griffin_lim"
-        get_vocoder(vocoder)  # an unknown name fails before any work
+        check_vocoder(vocoder)  # an unknown name fails before any work; built when used
         return {"stats_utterances": cfg.audio_stats_utterances, INPUT_STATISTICS: None,
                 TARGET_STATISTICS: None, "vocoder": vocoder}
 
@@ -251,8 +251,7 @@ class AudioModality(FrameModality):
                     output_context: Any) -> Sound:
         """Generated frames -> the vocoder's waveform."""
         statistics = self._statistics(ctx, TARGET_STATISTICS)
-        mels = frames.float().cpu().reshape(-1, MEL_BINS)
-        mels = mels * torch.tensor(statistics.std) + torch.tensor(statistics.mean)
+        mels = statistics.denormalize(frames.float().cpu().reshape(-1, MEL_BINS))
         vocoder = get_vocoder(ctx.settings.get("vocoder") or "griffin_lim")
         return Sound(vocoder(mels), vocoder.sample_rate, mels)
 
@@ -272,11 +271,12 @@ class AudioModality(FrameModality):
                                      else r.waveform for r in references])
 
     def save_output(self, value, path_stem: str) -> str:
-        """A generated ``Sound`` or a reference segment as ``path_stem.wav``."""
+        """A generated ``Sound`` or a reference segment (at 16 kHz) as ``path_stem.wav``."""
+        path = f"{path_stem}.wav"
         if isinstance(value, AudioSegment):
             waveform = (value.waveform if value.waveform is not None
                         else decode_segment(value).waveform)
-            value = Sound(waveform, SAMPLE_RATE, log_mel(waveform))
-        path = f"{path_stem}.wav"
-        value.save(path)
+            soundfile.write(path, waveform.numpy(), SAMPLE_RATE)
+        else:
+            value.save(path)
         return path

@@ -58,10 +58,15 @@ def register_vocoder(name: str, factory: Callable[[], Vocoder]) -> None:
     get_vocoder.cache_clear()
 
 
-@functools.lru_cache(maxsize=None)
-def get_vocoder(name: str) -> Vocoder:
-    """The vocoder called ``name`` (built once)."""
+def check_vocoder(name: str) -> None:
+    """ValueError unless a vocoder called ``name`` is registered (nothing is built)."""
     if name not in VOCODERS:
         raise ValueError(f"unknown vocoder {name!r}: registered are {', '.join(VOCODERS)} "
                          f"(a package of yours registers its own with register_vocoder)")
+
+
+@functools.lru_cache(maxsize=None)
+def get_vocoder(name: str) -> Vocoder:
+    """The vocoder called ``name`` (built once, when first used)."""
+    check_vocoder(name)
     return VOCODERS[name]()

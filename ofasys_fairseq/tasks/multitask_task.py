@@ -274,8 +274,12 @@ class MultitaskTask(InstructionTask):
                     for metric in spec.metrics for key in METRIC_STATS[metric]})
         if not self.cfg.no_eval_metrics and sample.get("references"):
             task = sample["task_index"]
-            predictions = self.predictions(model, sample, self.sequence_generator,
-                                           self.cfg.eval_max_len)
+            max_len = self.specs[task].eval_max_len
+            # a task's own length limit takes a search of its own (built per batch)
+            generator = self.sequence_generator if max_len is None else None
+            predictions = self.predictions(model, sample, generator,
+                                           max_len or self.cfg.eval_max_len,
+                                           beam=self.cfg.eval_beam)
             stats = self.members[task].metric_stats(sample, predictions,
                                                     self.specs[task].metrics)
             prefix = f"{self.specs[task].name}_"

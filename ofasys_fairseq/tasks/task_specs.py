@@ -31,6 +31,9 @@ class TaskSpec:
         metrics: validation metrics, the first one counting in the selection ``score``
             (default: every metric the target supports).
         batch_size / max_tokens: this task's batch budget (default: the run's).
+        eval_max_len: longest output of this task's validation decoding: tokens after
+            the forced prefix, or decoder steps of a continuous target (default: the
+            run's ``eval_max_len``, which counts the prefix).
         closed_set_labels: as ``--closed-set-labels``, relative to ``data``.
     """
     name: str
@@ -44,6 +47,7 @@ class TaskSpec:
     metrics: List[str] = field(default_factory=list)
     batch_size: Optional[int] = None
     max_tokens: Optional[int] = None
+    eval_max_len: Optional[int] = None
     closed_set_labels: Optional[str] = None
 
 
@@ -101,7 +105,7 @@ def _spec(name, values, base_dir: str) -> TaskSpec:
         value = getattr(spec, key)
         if not isinstance(value, (int, float)) or value < 0:
             raise TaskConfigError(f"{where}: {key} must be a number >= 0, got {value!r}")
-    for key in ("size_cap", "batch_size", "max_tokens"):
+    for key in ("size_cap", "batch_size", "max_tokens", "eval_max_len"):
         value = getattr(spec, key)
         if value is not None and (not isinstance(value, int) or value <= 0):
             raise TaskConfigError(f"{where}: {key} must be a positive integer, got {value!r}")

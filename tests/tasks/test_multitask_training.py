@@ -458,6 +458,8 @@ def test_good_tasks_set_up_and_load(data, tmp_path):
                  r"task\(s\) nli set 'size_cap'", id="size-cap-with-weights-sampling"),
     pytest.param({"nli": {"batch_size": 0}}, "weights",
                  r"task 'nli': batch_size must be a positive", id="zero-batch-size"),
+    pytest.param({"nli": {"eval_max_len": 0}}, "weights",
+                 r"task 'nli': eval_max_len must be a positive", id="zero-eval-max-len"),
 ])
 def test_bad_task_specs_fail_at_setup(data, tmp_path, change, sampling, message):
     tasks = good_tasks(data)
@@ -514,6 +516,39 @@ def test_missing_data_names_every_task_and_subset_before_reading(data, tmp_path)
                     r"found \['valid.jsonl'\]", lines[0]), lines
     assert re.match(r"task 'grounding': .*nowhere: no data file for subset 'train'", lines[1])
     assert re.match(r"task 'grounding': .*nowhere: no data file for subset 'valid'", lines[2])
+
+
+def test_a_tasks_eval_max_len_limits_its_validation_outputs(tmp_path):
+    """A task's eval_max_len caps its own validation decoding; the others keep the run's
+    --eval-max-len. An untrained model never stops early, so outputs reach the limit."""
+    from fairseq import options, tasks as fairseq_tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    (tmp_path / "copy").mkdir()
+    for split in ("train", "valid"):
+        write_jsonl(tmp_path / "copy" / f"{split}.jsonl",
+                    [{"src": s, "tgt": s} for s in sentences(8, seed=len(split))])
+    copy = {"instruction": "[TEXT:src] -> [TEXT:tgt]", "data": str(tmp_path / "copy"),
+            "metrics": ["bleu"]}
+    (tmp_path / "tasks.yaml").write_text(json.dumps(
+        {"tasks": {"short": {**copy, "eval_max_len": 2}, "long": copy}}), encoding="utf-8")
+    args = options.parse_args_and_arch(options.get_training_parser(), [
+        "--task", "multitask", "--tasks", str(tmp_path / "tasks.yaml"),
+        "--eval-max-len", "40", *MODEL_ARGS, "--save-dir", str(tmp_path / "checkpoints")])
+    cfg = convert_namespace_to_omegaconf(args)
+    task = fairseq_tasks.setup_task(cfg.task)
+    task.load_dataset("valid")
+    model = task.build_model(cfg.model).eval()
+    criterion = task.build_criterion(cfg.criterion)
+    dataset = task.datasets["valid"]
+    output_words = {}
+    for batch in dataset.batch_by_size(dataset.ordered_indices(), max_sentences=8):
+        sample = dataset.collater([dataset[i] for i in batch])
+        _, _, log = task.valid_step(sample, model, criterion)
+        name = task.task_names[sample["task_index"]]
+        output_words[name] = output_words.get(name, 0) + log[f"_{name}_bleu_sys_len"]
+    assert 0 < output_words["short"] <= 2 * 8  # two pieces at most: two words at most
+    assert output_words["long"] > 2 * 8
 
 
 def test_a_task_subset_other_than_the_runs(data, tmp_path):

@@ -6,10 +6,14 @@ with ``fairseq-generate`` and ``OFASys.inference``, and a table of per-task metr
     python scripts/demo.py --specialists   # also one specialist per task, trained on as
                                            # many batches as the generalist gave that task,
                                            # and the generalist / specialist ratios
+    python scripts/demo.py --config speech_demo [--specialists]   # speech recognition and
+                                           # text-to-speech (configs/speech_demo.yaml): sounds
+                                           # and spectrograms kept, human recordings transcribed
 
 Everything a run writes (data, checkpoints, logs, generate output) is under ``--out``.
 """
 import argparse
+import json
 import math
 import os
 import re
@@ -20,12 +24,15 @@ import time
 from typing import Dict, List, Sequence, Tuple
 
 import demo_data
+import demo_speech
 import demo_tables
 from omegaconf import OmegaConf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 USER_DIR = os.path.join(ROOT, "ofasys_fairseq")
-CONFIG_DIR, CONFIG_NAME = os.path.join(ROOT, "configs"), "multitask_demo"
+CONFIG_DIR = os.path.join(ROOT, "configs")
+CONFIGS = ("multitask_demo", "speech_demo")  # the main job; speech recognition and TTS
+CONFIG_NAME = CONFIGS[0]  # the one this run trains (--config)
 # metric -> (fairseq-generate --scoring, the score in its result line)
 SCORERS = {
     "accuracy": ("exact_match", r"exact_match = ([\d.]+)"),
@@ -34,7 +41,12 @@ SCORERS = {
     "box_acc": ("box_acc", r"Acc@IoU>=0.5 = ([\d.]+)"),
     "exact_match": ("exact_match", r"exact_match = ([\d.]+)"),
     "cell_accuracy": ("cell_accuracy", r"cell_accuracy = ([\d.]+)"),
+    "wer": ("wer", r"WER: ([\d.]+)"),
+    "mcd": ("mcd", r"MCD: ([\d.]+)"),
 }
+# real human speech (CMU ARCTIC), which `make` puts in the environment; a task measured in
+# WER transcribes it
+ARCTIC_DIR = os.path.join(sys.prefix, "share", "cmu_arctic")
 EXTRA_OVERRIDES: List[str] = []  # from the command line, for every training run
 # the demo config's data directories (by name) and how to write them
 DATA_WRITERS = {
@@ -42,14 +54,16 @@ DATA_WRITERS = {
     "translation": lambda out: demo_data.write_task(out, "translation", 3000, 300, seed=1),
     "digits": demo_data.write_digits,
     "shapes": demo_data.write_shapes,
+    "sentences_speech": demo_speech.write_sentences_task,
+    "digits_tts": demo_speech.write_digits_tts_task,
     **{name: (lambda out, name=name: demo_tables.write_table_task(out, name))
        for name in demo_tables.TABLE_TASKS},
 }
 
 
-def demo_tasks() -> Dict[str, dict]:
-    """name -> {instruction, data, metrics} of the demo config."""
-    config = OmegaConf.load(os.path.join(CONFIG_DIR, CONFIG_NAME + ".yaml"))
+def demo_tasks(config_name: str = None) -> Dict[str, dict]:
+    """name -> {instruction, data, metrics, ...} of a demo config (default: this run's)."""
+    config = OmegaConf.load(os.path.join(CONFIG_DIR, (config_name or CONFIG_NAME) + ".yaml"))
     return OmegaConf.to_container(config.task.tasks)
 
 
@@ -95,11 +109,13 @@ def validations(log: str) -> List[Dict[str, float]]:
     return [log_fields(line) for line in log.splitlines() if "valid on 'valid' subset" in line]
 
 
-def trained_batches(log: str, names: Sequence[str], batch_size: int) -> Dict[str, int]:
-    """Batches each task was trained on: its samples over all epochs / the batch size."""
+def trained_batches(log: str, tasks: Dict[str, dict], batch_size: int) -> Dict[str, int]:
+    """Batches each task was trained on: its samples over all epochs / its batch size (the
+    task's own, or the run's)."""
     epochs = [log_fields(line) for line in log.splitlines() if "[train][INFO]" in line]
-    return {name: math.ceil(sum(e.get(f"{name}_samples", 0) for e in epochs) / batch_size)
-            for name in names}
+    return {name: math.ceil(sum(e.get(f"{name}_samples", 0) for e in epochs)
+                            / (spec.get("batch_size") or batch_size))
+            for name, spec in tasks.items()}
 
 
 def hydra_train(overrides: Sequence[str], work_dir: str, echo=is_progress_line) -> str:
@@ -127,35 +143,89 @@ def generate_results(output: str, metric: str) -> Tuple[float, Dict[int, str]]:
 def evaluate_task(name: str, spec: dict, data_dir: str, checkpoint: str, work_dir: str,
                   model, best: Dict[str, float]) -> Dict[str, object]:
     """fairseq-generate (beam 5) on the task's validation rows, and OFASys.inference on the
-    first three of them."""
+    first three of them (sounds it makes are kept, with pictures of their spectrograms)."""
     from ofasys_fairseq.data.table import Table, find_split_file
+    from ofasys_fairseq.modalities import get_modality
 
     metric = spec["metrics"][0]
-    generate_log = run_tool("generate", [
+    plan = model.task.member(name).plan
+    generate_args = [
         data_dir, "--user-dir", USER_DIR, "--task", "instruction", "--trained-task", name,
         "--path", checkpoint, "--gen-subset", "valid", "--beam", "5", "--batch-size", "64",
-        "--cpu", "--post-process", "sentencepiece", "--scoring", SCORERS[metric][0]],
-        os.path.join(work_dir, f"generate_{name}.log"))
+        "--cpu", "--post-process", "sentencepiece", "--scoring", SCORERS[metric][0]]
+    results_dir = os.path.join(work_dir, f"generate_{name}")
+    saves_outputs = get_modality(plan.target.modality).saves_outputs()
+    if saves_outputs:  # a file per row (a sound); the report goes to a file there too
+        generate_args += ["--results-path", results_dir]
+    generate_log = run_tool("generate", generate_args,
+                            os.path.join(work_dir, f"generate_{name}.log"))
+    if saves_outputs:
+        with open(os.path.join(results_dir, "generate-valid.txt"), encoding="utf-8") as f:
+            generate_log = f.read()
     generate_score, generated = generate_results(generate_log, metric)
 
     table = Table(find_split_file(data_dir, "valid"))
     rows = [table[i] for i in range(3)]
-    plan = model.task.member(name).plan
     target = plan.target.column
     image_columns = [s.column for s in plan.templates[0].feature_slots if s.modality == "IMAGE"]
     inputs = [{k: in_data_dir(data_dir, v) for k, v in row.items() if k != target}
               for row in rows]
     outputs = model.inference(data=inputs, beam=5, max_len=256, task=name)
-    predictions = [output[target] for output in outputs]
     read = plan.bind_columns(table.columns).columns()
-    examples = [({k: v for k, v in row.items() if k in read}, target, prediction, generated[i])
-                for i, (row, prediction) in enumerate(zip(rows, predictions))]
-    pictures = [draw_boxes(data_dir, row, image_columns[0], prediction, plan,
-                           os.path.join(work_dir, "predictions", name, f"valid_{i}.png"))
-                for i, (row, prediction) in enumerate(zip(rows, predictions))
-                if any(s.modality == "BOX" for s in plan.templates[0].slots)]
+    examples, pictures = [], []
+    for i, (row, output) in enumerate(zip(rows, outputs)):
+        prediction, reference = output[target], row[target]
+        kept = os.path.join(work_dir, "predictions", name, f"valid_{i}")
+        if hasattr(prediction, "waveform"):  # a Sound
+            prediction, mark, picture = keep_sound(prediction,
+                                                   in_data_dir(data_dir, reference), kept)
+            pictures.append(picture)
+        else:
+            mark = "ok" if is_correct(prediction, reference) else "WRONG"
+        examples.append(({k: v for k, v in row.items() if k in read}, target, prediction,
+                         mark, generated[i]))
+        if any(s.modality == "BOX" for s in plan.templates[0].slots):
+            pictures.append(draw_boxes(data_dir, row, image_columns[0], output[target], plan,
+                                       kept + ".png"))
     return {"task": name, "metric": metric, "validation": best.get(f"{name}_{metric}", math.nan),
-            "generate": generate_score, "examples": examples, "pictures": pictures}
+            "generate": generate_score, "examples": examples, "pictures": pictures,
+            "recordings": transcribe_recordings(model, name) if metric == "wer" else []}
+
+
+def keep_sound(sound, reference_path: str, path: str) -> Tuple[str, str, str]:
+    """Save a generated sound as ``path.wav`` and its spectrogram under its reference's as
+    ``path.png``; the wav's path, its MCD from the reference, the picture's path."""
+    from ofasys_fairseq.modalities.audio.mcd import mcd_stats, read_sound
+    from ofasys_fairseq.modalities.audio.mel import log_mel
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    sound.save(path + ".wav")
+    reference = read_sound(reference_path)
+    stats = mcd_stats([sound.waveform], [reference])
+    draw_spectrograms(sound.log_mel, log_mel(reference), path + ".png")
+    return path + ".wav", f"MCD {stats['_mcd_distance'] / stats['_mcd_frames']:.2f}", path + ".png"
+
+
+def transcribe_recordings(model, name: str) -> List[Tuple[str, str, str, float]]:
+    """The task's transcripts of the CMU ARCTIC recordings (real human speech; the demo's
+    is synthetic): (wav, reference words, transcript, WER)."""
+    import jiwer
+
+    listing = os.path.join(ARCTIC_DIR, "utterances.jsonl")
+    if not os.path.exists(listing):
+        print(f"   no CMU ARCTIC recordings at {ARCTIC_DIR} (make puts them there)")
+        return []
+    with open(listing, encoding="utf-8") as f:
+        recordings = [json.loads(line) for line in f]
+    plan = model.task.member(name).plan
+    column = next(s.column for s in plan.templates[0].feature_slots if s.modality == "AUDIO")
+    outputs = model.inference(data=[{column: os.path.join(ARCTIC_DIR, r["wav"])}
+                                    for r in recordings], beam=5, task=name)
+    results = []
+    for recording, output in zip(recordings, outputs):
+        words, transcript = demo_speech.transcript(recording["text"]), output[plan.target.column]
+        results.append((recording["wav"], words, transcript, 100 * jiwer.wer(words, transcript)))
+    return results
 
 
 def in_data_dir(data_dir: str, value):
@@ -196,8 +266,9 @@ def train_specialists(out_dir: str, tasks: Dict[str, dict], data_dirs: Dict[str,
         log = hydra_train([*others, f"task.tasks.{name}.data={data_dirs[name]}",
                            f"optimization.max_update={batches[name]}"],
                           os.path.join(out_dir, "specialists", name))
-        metric = f"{name}_{spec['metrics'][0]}"
-        scores[name] = max(v.get(metric, -math.inf) for v in validations(log))
+        metric = spec["metrics"][0]
+        values = [v[f"{name}_{metric}"] for v in validations(log) if f"{name}_{metric}" in v]
+        scores[name] = min(values) if lower_is_better(metric) else max(values)
     return scores
 
 
@@ -219,6 +290,26 @@ def draw_boxes(data_dir: str, row: Dict[str, object], image_column: str, predict
         draw.rectangle([c * scale for c in prediction], outline="magenta", width=2)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     image.save(path)
+    return path
+
+
+def draw_spectrograms(generated, reference, path: str, scale: int = 3) -> str:
+    """Two log-mel spectrograms (frames x bins): the reference above the generated one,
+    low frequencies at the bottom, darker is louder, both on the reference's range."""
+    import numpy as np
+    from PIL import Image
+
+    low, high = float(reference.min()), float(reference.max())
+    width = max(len(generated), len(reference))
+
+    def pixels(frames):
+        loudness = ((frames.T.flip(0) - low) / (high - low)).clamp(0, 1)
+        image = (255 * (1 - loudness)).byte().numpy()
+        return np.pad(image, ((0, 0), (0, width - image.shape[1])), constant_values=255)
+
+    gap = np.full((4, width), 128, np.uint8)
+    image = Image.fromarray(np.vstack([pixels(reference), gap, pixels(generated)]))
+    image.resize((width * scale, image.height * scale), Image.NEAREST).save(path)
     return path
 
 
@@ -252,13 +343,32 @@ def print_report(results: List[Dict[str, object]]) -> None:
         print(f"{r['task']:<22} {r['metric']:<9} {r['validation']:>14.2f} {r['generate']:>17.2f}")
     for r in results:
         print(f"\n{r['task']}: OFASys.inference(task={r['task']!r}) on the first validation rows")
-        for row, target, prediction, generated in r["examples"]:
+        for row, target, prediction, mark, generated in r["examples"]:
             inputs = "  ".join(f"{k}={v!r}" for k, v in row.items() if k != target)
-            mark = "ok" if is_correct(prediction, row[target]) else "WRONG"
             print(f"  {inputs}\n    -> {shown(prediction)} (reference {row[target]!r}, {mark}; "
                   f"fairseq-generate: {generated!r})")
         for path in r["pictures"]:
-            print(f"  boxes drawn (black: data, magenta: predicted): {path}")
+            print(f"  picture: {path}")
+        if r["recordings"]:
+            print("  real human speech (CMU ARCTIC), which training never heard:")
+        for wav, words, transcript, wer in r["recordings"]:
+            print(f"    {wav}: {words!r}\n      -> {transcript!r} (WER {wer:.0f})")
+    print("\npictures: boxes in black from the data, magenta predicted; spectrograms with "
+          "the reference above the generated sound")
+
+
+def lower_is_better(metric: str) -> bool:
+    from ofasys_fairseq.scoring.validation_metrics import LOWER_IS_BETTER
+
+    return metric in LOWER_IS_BETTER
+
+
+def quality_ratio(metric: str, generalist: float, specialist: float) -> float:
+    """The generalist's quality over the specialist's: for an error rate or a distance,
+    specialist / generalist."""
+    if lower_is_better(metric):
+        generalist, specialist = specialist, generalist
+    return generalist / specialist if specialist > 0 else math.nan
 
 
 def print_ratios(results: List[Dict[str, object]], batches: Dict[str, int],
@@ -271,7 +381,7 @@ def print_ratios(results: List[Dict[str, object]], batches: Dict[str, int],
     ratios = []
     for r in results:
         special = specialists[r["task"]]
-        ratio = r["validation"] / special if special > 0 else math.nan
+        ratio = quality_ratio(r["metric"], r["validation"], special)
         ratios.append(ratio)
         print(f"{r['task']:<22} {r['metric']:<9} {batches[r['task']]:>8} "
               f"{r['validation']:>11.2f} {special:>11.2f} {ratio:>7.3f}")
@@ -279,16 +389,22 @@ def print_ratios(results: List[Dict[str, object]], batches: Dict[str, int],
 
 
 def main() -> None:
+    global CONFIG_NAME
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=os.path.join(ROOT, "demo_run"))
+    parser.add_argument("--out", help="default: demo_run (demo_run_speech for speech_demo)")
     parser.add_argument("overrides", nargs="*",
                         help="Hydra overrides for every training run, e.g. model.embed_dim=64")
+    parser.add_argument("--config", choices=CONFIGS, default=CONFIG_NAME,
+                        help="the demo config to train (configs/NAME.yaml)")
     parser.add_argument("--specialists", action="store_true",
                         help="also train one specialist per task with the generalist's budget "
                              "for that task, and print generalist / specialist ratios")
     args = parser.parse_args()
-    args.out = os.path.abspath(args.out)  # training runs in its own directory
+    default_out = "demo_run" if args.config == CONFIGS[0] else "demo_run_speech"
+    # absolute: training runs in its own directory
+    args.out = os.path.abspath(args.out or os.path.join(ROOT, default_out))
     EXTRA_OVERRIDES.extend(args.overrides)
+    CONFIG_NAME = args.config
     start = time.time()
     tasks = demo_tasks()
     data_dirs = write_data(args.out, tasks)
@@ -296,7 +412,7 @@ def main() -> None:
     print_report(results)
     if args.specialists:
         batch_size = OmegaConf.load(os.path.join(CONFIG_DIR, CONFIG_NAME + ".yaml")).dataset.batch_size
-        batches = trained_batches(log, list(tasks), batch_size)
+        batches = trained_batches(log, tasks, batch_size)
         print_ratios(results, batches, train_specialists(args.out, tasks, data_dirs, batches))
     print(f"\ndemo finished in {time.time() - start:.0f}s; outputs under {args.out}")
 

@@ -78,10 +78,15 @@ def real_sentences(shortest: int = 5, longest: int = 12) -> List[str]:
         paragraph = " ".join(paragraph.split())
         for sentence in re.split(r"(?<=[a-z][.!?])\s+(?=[A-Z])", paragraph):
             if re.fullmatch(r"[A-Z][A-Za-z ,;'\-]+[.!?]", sentence):
-                words = re.sub(r"[^a-z']+", " ", sentence.lower()).split()
-                if shortest <= len(words) <= longest:
-                    sentences.append(" ".join(words))
+                words = transcript(sentence)
+                if shortest <= len(words.split()) <= longest:
+                    sentences.append(words)
     return sorted(set(sentences))
+
+
+def transcript(sentence: str) -> str:
+    """A sentence as the demo's transcripts write it: lower case words, no punctuation."""
+    return " ".join(re.sub(r"[^a-z']+", " ", sentence.lower()).split())
 
 
 def write_sentences_task(root: str, voices_per_sentence: int = 2, valid: int = 60,

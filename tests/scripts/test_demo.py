@@ -1,0 +1,62 @@
+"""The demos' report (``scripts/demo.py``): every configured task has data, ratios read
+error rates and distances the right way round, spectrogram pictures show loudness."""
+import math
+import os
+
+import demo  # scripts/ is on the path
+import demo_speech
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ofasys_fairseq.instruction import Instruction
+
+
+@pytest.mark.parametrize("config", demo.CONFIGS)
+def test_every_task_of_a_demo_config_has_a_data_writer_and_parses(config):
+    for name, spec in demo.demo_tasks(config).items():
+        assert os.path.basename(spec["data"]) in demo.DATA_WRITERS, name
+        assert Instruction.parse(spec["instruction"]).slots, name
+        assert spec["metrics"][0] in demo.SCORERS, name
+
+
+def test_the_speech_demo_trains_the_documented_instructions():
+    tasks = demo.demo_tasks("speech_demo")
+    assert tasks["speech_recognition"]["instruction"] == demo_speech.ASR_INSTRUCTION
+    assert tasks["text_to_speech"]["instruction"] == demo_speech.TTS_INSTRUCTION
+
+
+@pytest.mark.parametrize("metric, generalist, specialist, ratio", [
+    ("accuracy", 45.0, 90.0, 0.5),  # higher is better
+    ("wer", 40.0, 20.0, 0.5),  # twice the specialist's errors keeps half its quality
+    ("mcd", 6.0, 4.0, 4.0 / 6.0),
+])
+def test_quality_ratio(metric, generalist, specialist, ratio):
+    assert demo.quality_ratio(metric, generalist, specialist) == pytest.approx(ratio)
+
+
+def test_quality_ratio_of_a_zero_specialist_is_undefined():
+    assert math.isnan(demo.quality_ratio("accuracy", 10.0, 0.0))
+
+
+def test_spectrogram_picture_puts_the_reference_above_and_darkens_loud_bins(tmp_path):
+    quiet = torch.full((20, 80), -10.0)
+    reference = quiet.clone()
+    reference[5, 0] = 2.0  # one loud low bin
+    generated = quiet[:12].clone()
+    generated[3, 79] = 2.0  # one loud high bin, in a shorter sound
+    path = demo.draw_spectrograms(generated, reference, str(tmp_path / "s.png"), scale=1)
+    pixels = np.asarray(Image.open(path))
+    assert pixels.shape == (80 + 4 + 80, 20)
+    assert pixels[79, 5] == 0 and pixels[:80].sum() == 255 * (80 * 20 - 1)  # low bin: bottom
+    assert pixels[84, 3] == 0  # high bin: top of the lower picture
+    assert (pixels[84:, 12:] == 255).all()  # the shorter sound is padded white
+
+
+def test_trained_batches_count_each_tasks_samples_in_its_own_batch_size():
+    epoch = ("[2026-12-03 06:00:00,000][train][INFO] - epoch {} | loss 2.1 | text_samples 320 "
+             "| speech_samples 160 | num_updates {}")
+    log = "\n".join([epoch.format(1, 20), "an unrelated line", epoch.format(2, 40)])
+    tasks = {"text": {}, "speech": {"batch_size": 16}}
+    assert demo.trained_batches(log, tasks, batch_size=32) == {"text": 20, "speech": 20}

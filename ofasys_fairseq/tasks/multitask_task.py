@@ -274,18 +274,21 @@ class MultitaskTask(InstructionTask):
                     for metric in spec.metrics for key in METRIC_STATS[metric]})
         if not self.cfg.no_eval_metrics and sample.get("references"):
             task = sample["task_index"]
-            max_len = self.specs[task].eval_max_len
-            # a task's own length limit takes a search of its own (built per batch)
-            generator = self.sequence_generator if max_len is None else None
-            predictions = self.predictions(model, sample, generator,
-                                           max_len or self.cfg.eval_max_len,
-                                           beam=self.cfg.eval_beam)
-            stats = self.members[task].metric_stats(sample, predictions,
+            stats = self.members[task].metric_stats(sample,
+                                                    self.validation_predictions(model, sample),
                                                     self.specs[task].metrics)
             prefix = f"{self.specs[task].name}_"
             log.update({stat_key(k, prefix): v for k, v in stats.items()
                         if stat_key(k, prefix) in log})
         return loss, sample_size, log
+
+    def validation_predictions(self, model, sample) -> List[Any]:
+        """The outputs validation scores: the run's search, or one limited to the task's
+        own ``eval_max_len`` (built per batch)."""
+        max_len = self.specs[sample["task_index"]].eval_max_len
+        generator = self.sequence_generator if max_len is None else None
+        return self.predictions(model, sample, generator, max_len or self.cfg.eval_max_len,
+                                beam=self.cfg.eval_beam)
 
     def reduce_metrics(self, logging_outputs, criterion):
         FairseqTask.reduce_metrics(self, logging_outputs, criterion)

@@ -7,6 +7,7 @@ how batches combine tasks. Logs carry each task's loss, tokens and samples, and
 validation reports each task's metrics as ``<task>_<metric>`` plus ``score``, the
 mean of every task's first metric, to choose the best checkpoint by.
 """
+import argparse
 import logging
 import os
 from dataclasses import dataclass, field, fields
@@ -74,6 +75,8 @@ class MultitaskTask(InstructionTask):
     def __init__(self, cfg: MultitaskConfig, specs: List[TaskSpec]):
         super().__init__(cfg, plan=None)
         self.use_specs(specs)
+        # task name -> its validation search, for tasks with their own eval_max_len
+        self.validation_generators: Dict[str, Any] = {}
 
     def use_specs(self, specs: List[TaskSpec]) -> None:
         """Train or decode these tasks (checked; each gets its member task)."""
@@ -233,7 +236,13 @@ class MultitaskTask(InstructionTask):
     # -- model -----------------------------------------------------------------
     def build_model(self, cfg, from_checkpoint: bool = False):
         self._check_data_parallel()
-        return super().build_model(cfg, from_checkpoint)
+        model = super().build_model(cfg, from_checkpoint)
+        if not self.cfg.no_eval_metrics:
+            self.validation_generators = {
+                spec.name: self._sequence_generator([model], argparse.Namespace(
+                    beam=self.cfg.eval_beam, max_len_a=0, max_len_b=spec.eval_max_len))
+                for spec in self.specs if spec.eval_max_len is not None}
+        return model
 
     def _check_data_parallel(self) -> None:
         """Ranks may train different tasks at one step, so some parameters (an image
@@ -283,12 +292,12 @@ class MultitaskTask(InstructionTask):
         return loss, sample_size, log
 
     def validation_predictions(self, model, sample) -> List[Any]:
-        """The outputs validation scores: the run's search, or one limited to the task's
-        own ``eval_max_len`` (built per batch)."""
-        max_len = self.specs[sample["task_index"]].eval_max_len
-        generator = self.sequence_generator if max_len is None else None
-        return self.predictions(model, sample, generator, max_len or self.cfg.eval_max_len,
-                                beam=self.cfg.eval_beam)
+        """The outputs validation scores: within the task's own ``eval_max_len``, or the
+        run's."""
+        spec = self.specs[sample["task_index"]]
+        return self.predictions(model, sample,
+                                self.validation_generators.get(spec.name, self.sequence_generator),
+                                spec.eval_max_len or self.cfg.eval_max_len)
 
     def reduce_metrics(self, logging_outputs, criterion):
         FairseqTask.reduce_metrics(self, logging_outputs, criterion)

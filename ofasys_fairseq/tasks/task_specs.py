@@ -31,9 +31,8 @@ class TaskSpec:
         metrics: validation metrics, the first one counting in the selection ``score``
             (default: every metric the target supports).
         batch_size / max_tokens: this task's batch budget (default: the run's).
-        eval_max_len: longest output of this task's validation decoding: tokens after
-            the forced prefix, or decoder steps of a continuous target (default: the
-            run's ``eval_max_len``, which counts the prefix).
+        eval_max_len: this task's ``--eval-max-len`` (longest sequence its validation
+            decodes, forced prefix included; decoder steps of a continuous target).
         closed_set_labels: as ``--closed-set-labels``, relative to ``data``.
     """
     name: str

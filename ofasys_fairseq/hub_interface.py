@@ -3,6 +3,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import torch
 from fairseq import checkpoint_utils, utils
+from tqdm import tqdm
 
 from .checkpoint_safety import check_checkpoint_is_safe
 from .data.table import InMemoryTable
@@ -64,7 +65,8 @@ class OFASys:
     def inference(self, instruction: Optional[str] = None,
                   data: Sequence[Mapping[str, object]] = (), beam: int = 5,
                   max_len: Optional[int] = None,
-                  batch_size: int = 32,
+                  batch_size: int = 128,
+                  max_tokens: int = 8192,
                   labels: Optional[Dict[str, Sequence[str]]] = None,
                   task: Optional[str] = None) -> List[Dict[str, object]]:
         """Decode the target of each row.
@@ -76,7 +78,11 @@ class OFASys:
             max_len: longest output, not counting the forced ``no_loss`` prefix: tokens
                 (default 64), or decoder steps of a continuous output (default: what the
                 decoder's positions hold).
-            batch_size: rows decoded together.
+            batch_size: most rows decoded together.
+            max_tokens: most input tokens (padded, as ``--max-tokens`` counts them)
+                decoded together; a longer row is decoded alone. Rows are batched in
+                order of length and returned in input order, with a progress bar on a
+                terminal when there is more than one batch.
             labels: label sets for ``closed_set`` columns the checkpoint has none for.
             task: for a multitask model, the task whose instruction (the default) and
                 labels to use.
@@ -97,11 +103,19 @@ class OFASys:
             trained.add_labels(column, [target.label_text(v, plan.target) for v in values])
         dataset = trained.dataset_for(table, plan, with_target=False)
         results: List[Dict[str, object]] = [{} for _ in range(len(dataset))]
-        for start in range(0, len(dataset), batch_size):
-            batch = dataset.collater([dataset[i] for i in range(start, min(start + batch_size,
-                                                                           len(dataset)))])
-            batch = utils.apply_to_sample(lambda t: t.to(self.device), batch)
-            predictions = self.task.predictions(self.model, batch, None, max_len, beam)
-            for row, (sample_id, prediction) in enumerate(zip(batch["id"].tolist(), predictions)):
-                results[sample_id] = {plan.target.column: self.task.output(batch, row, prediction)}
+        indices = dataset.ordered_indices()
+        longest = int(dataset.num_tokens_vec(indices).max()) if len(indices) else 0
+        batches = dataset.batch_by_size(indices, max_tokens=max(max_tokens, longest),
+                                        max_sentences=batch_size)
+        with tqdm(total=len(dataset), desc="inference", unit="row",
+                  disable=None if len(batches) > 1 else True) as progress:
+            for batch_indices in batches:
+                batch = dataset.collater([dataset[int(i)] for i in batch_indices])
+                batch = utils.apply_to_sample(lambda t: t.to(self.device), batch)
+                predictions = self.task.predictions(self.model, batch, None, max_len, beam)
+                for row, (sample_id, prediction) in enumerate(zip(batch["id"].tolist(),
+                                                                  predictions)):
+                    results[sample_id] = {
+                        plan.target.column: self.task.output(batch, row, prediction)}
+                progress.update(len(batch_indices))
         return results

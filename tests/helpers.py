@@ -4,6 +4,8 @@ import os
 import random
 from typing import Dict, Iterable, List
 
+import torch
+
 from ofasys_fairseq.tasks.instruction_task import InstructionConfig, InstructionTask
 from ofasys_fairseq.tasks.multitask_task import MultitaskConfig, MultitaskTask
 
@@ -43,3 +45,20 @@ def multitask_task(tasks, root, **overrides) -> MultitaskTask:
                   restore_file="checkpoint_last.pt")
     fields.update(overrides)
     return MultitaskTask.setup_task(MultitaskConfig(**fields))
+
+
+def allowed_tokens(constraint, generated: List[int], vocab_size: int) -> List[int]:
+    """A ``TokenConstraint``'s allowed next tokens after one hypothesis's ``generated``."""
+    tokens = torch.tensor([list(generated) or [0]])
+    mask = constraint.allowed_mask(tokens, torch.tensor([len(generated)]), vocab_size)
+    return mask[0].nonzero().squeeze(1).tolist()
+
+
+def allowed_in_one_batch(constraint, hypotheses: List[List[int]], vocab_size: int,
+                         pad: int = 1) -> List[List[int]]:
+    """``allowed_tokens`` of several hypotheses of different lengths, in one call."""
+    width = max(1, max(len(h) for h in hypotheses))
+    tokens = torch.tensor([list(h) + [pad] * (width - len(h)) for h in hypotheses])
+    lengths = torch.tensor([len(h) for h in hypotheses])
+    mask = constraint.allowed_mask(tokens, lengths, vocab_size)
+    return [row.nonzero().squeeze(1).tolist() for row in mask]

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from benchmarks import audio_pipeline, image_pipeline, multitask, train_speed
+from benchmarks import audio_pipeline, decoding, image_pipeline, multitask, train_speed
 from benchmarks.criterion import GRAD_RTOL, QUICK, VARIANTS, run
 
 
@@ -156,3 +156,20 @@ def test_quick_train_speed_benchmark_reports_sane_numbers():
     assert summary[train_speed.BASELINE]["x_baseline"] == 1.0
     assert all(math.isfinite(s["x_baseline"]) and s["x_baseline"] > 0 for s in summary.values())
     assert "x base" in report and "tok/CPU-s" in report
+
+
+def test_quick_decoding_benchmark_reports_sane_numbers():
+    """Every comparison decodes the same work in each variant (the benchmark checks equal
+    token counts and equal outputs, raising BenchmarkError otherwise). No timing is asserted."""
+    out = io.StringIO()
+    results = decoding.run(decoding.QUICK, out=out)
+    settings = decoding.QUICK
+    rows = settings.corpus.valid_rows
+    assert list(results["free"]) == list(train_speed.MODELS)
+    for row in results["free"].values():
+        assert row["tokens"] == rows * (settings.length + 1) and row["rate"] > 0
+    assert list(results["constrained"]) == ["free text", "closed set", "BOX"]
+    for row in results["constrained"].values():
+        assert row["tokens"] == rows * (settings.label_tokens + 1) and row["rate"] > 0
+    assert results["inference"]["OFASys.inference"]["rows"] == rows
+    assert "OFASys.inference" in out.getvalue()

@@ -225,9 +225,12 @@ def test_free_text_task_reports_bleu_and_decodes_the_same_everywhere(tmp_path):
     hypotheses = {int(i): h for i, h in re.findall(r"^D-(\d+)\t\S+\t(.*)$", out, re.M)}
     assert len(hypotheses) == 60
     rows = [json.loads(line) for line in open(data / "valid.jsonl")]
-    predictions = OFASys.from_pretrained(checkpoint).inference(
-        data=[{"en": r["en"]} for r in rows], beam=4)
+    model = OFASys.from_pretrained(checkpoint)
+    inputs = [{"en": r["en"]} for r in rows]
+    predictions = model.inference(data=inputs, beam=4)
     assert [p["toy"] for p in predictions] == [hypotheses[i] for i in range(len(rows))]
+    # many small batches under a token budget, in order of length: the same, in input order
+    assert model.inference(data=inputs, beam=4, max_tokens=40, batch_size=7) == predictions
 
 
 def test_checkpoint_pickling_other_globals_is_refused(trained, tmp_path):

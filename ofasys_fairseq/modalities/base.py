@@ -320,10 +320,19 @@ class Modality:
 
 
 class TokenConstraint:
-    """What beam search may emit next for one row, given the target tokens so far."""
+    """What beam search may emit next, for every hypothesis of a batch at once (one
+    call per decoding step: see ``decoding/restricted_generator.py``)."""
 
-    def allowed(self, generated: List[int]) -> Optional[List[int]]:
-        """Token ids allowed next; None: any token."""
+    def allowed_mask(self, generated: torch.Tensor, lengths: torch.Tensor,
+                     vocab_size: int) -> torch.Tensor:
+        """Args:
+            generated: ``(hypotheses, width)`` target tokens so far, forced prefix
+                excluded, right-padded (``width >= 1``).
+            lengths: ``(hypotheses,)`` how many of each row's tokens are real.
+            vocab_size: the dictionary's size.
+        Returns:
+            ``(hypotheses, vocab_size)`` bool: the tokens allowed next.
+        """
         raise NotImplementedError
 
 

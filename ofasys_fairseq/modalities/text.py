@@ -128,8 +128,10 @@ class LabelConstraint(TokenConstraint):
     def __init__(self, closed_set, eos: int):
         self.trie, self.eos = closed_set.trie, eos
 
-    def allowed(self, generated: List[int]) -> List[int]:
-        return self.trie.allowed(generated) or [self.eos]
+    def allowed_mask(self, generated, lengths, vocab_size):
+        mask = self.trie.allowed_mask(generated, lengths, vocab_size)
+        mask[:, self.eos] |= ~mask.any(dim=1)  # off the labels: end it (it scores -inf anyway)
+        return mask
 
 
 class TextModality(Modality):

@@ -26,7 +26,7 @@ from ..data.vocabulary import (Vocabulary, default_cache_dir, load_sentencepiece
                                normalize_whitespace, train_sentencepiece)
 from ..decoding.frame_generator import FrameGenerator
 from ..decoding.label_trie import ClosedSet
-from ..decoding.restricted_generator import RestrictedSequenceGenerator
+from ..decoding.restricted_generator import Restriction, RestrictedSequenceGenerator
 from ..instruction import Slot
 from ..modalities import (Context, Corpus, ModalityTaskOptions, get_modality,
                           registered_modalities)
@@ -111,7 +111,6 @@ class InstructionTask(FairseqTask):
         self.vocab: Optional[Vocabulary] = None
         self.labels: Dict[str, List[str]] = {}  # closed_set column -> labels
         self._closed_sets: Dict[str, ClosedSet] = {}
-        self._decoding: Optional[dict] = None  # per-batch state for constrained search
         self.sequence_generator = None
         self._corpora: Dict[str, Corpus] = {}  # data file -> its references
         # per modality, saved in the checkpoint: image geometry, number of bins, ...
@@ -452,13 +451,12 @@ class InstructionTask(FairseqTask):
 
     def _sequence_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None,
                             prefix_allowed_tokens_fn=None):
-        """Beam search restricted to the forced prefix, then to what the target's modality
-        allows, and renormalized over what is allowed (see
+        """fairseq's generator with the forced prefix scored 0 and, for a target its
+        modality constrains, beam search over the allowed tokens, renormalized (see
         ``decoding/restricted_generator.py``)."""
         return super().build_generator(models, args,
                                        seq_gen_cls or RestrictedSequenceGenerator,
-                                       extra_gen_cls_kwargs,
-                                       prefix_allowed_tokens_fn or self._allowed_tokens)
+                                       extra_gen_cls_kwargs, prefix_allowed_tokens_fn)
 
     def predictions(self, model, sample, generator: Optional[RestrictedSequenceGenerator],
                     max_len: Optional[int], beam: int = 1) -> List[Any]:
@@ -490,21 +488,18 @@ class InstructionTask(FairseqTask):
         prefix_lengths = ([0] * sample["nsentences"] if prefix is None
                           else prefix.ne(self.dictionary.pad()).sum(1).tolist())
         target = sample["target_slot"]
-        # the search names rows by sample id (fairseq passes sample["id"] along)
-        self._decoding = {"prefix": prefix, "lengths": prefix_lengths,
-                          "row": {int(i): r for r, i in enumerate(sample["id"].tolist())},
-                          "constraint": get_modality(target.modality).constraint(
-                              target, self.context(target.modality, sample["closed_set"]))}
-        try:
-            with torch.no_grad():
-                hypos = generator.generate(models, sample, prefix_tokens=prefix,
-                                           constraints=constraints)
-        finally:
-            self._decoding = None
+        constraint = get_modality(target.modality).constraint(
+            target, self.context(target.modality, sample["closed_set"]))
+        restriction = (None if constraint is None
+                       else Restriction(constraint, prefix_lengths, sample["id"]))
+        with torch.no_grad():
+            hypos = generator.decode(models, sample, prefix, restriction, constraints)
         # fairseq-generate's scorers read every reference of these rows
         generated_references.publish(sample.get("references") or [])
         for row, nbest in enumerate(hypos):
-            if not nbest:  # a constraint kept eos away until the length limit
+            # no hypothesis: a constraint kept eos away until the length limit; one that
+            # ends inside the prefix: the limit came first (fairseq then forces eos)
+            if not nbest or len(nbest[0]["tokens"]) <= prefix_lengths[row]:
                 raise ValueError(
                     f"decoding found no complete output for row {int(sample['id'][row])}: its "
                     f"forced decoder prefix has {prefix_lengths[row]} tokens, and the target "
@@ -545,17 +540,6 @@ class InstructionTask(FairseqTask):
                 references.append(torch.tensor([self.dictionary.add_symbol(reference)]))
         sample["target"] = torch.stack(references) if references else None
         return hypos
-
-    def _allowed_tokens(self, sample_id: int, tokens: torch.Tensor):
-        state = self._decoding
-        row = state["row"][sample_id]
-        generated = tokens[1:].tolist()  # tokens[0] is the decoder start symbol
-        length = state["lengths"][row]
-        if len(generated) < length:
-            return [int(state["prefix"][row, len(generated)])]
-        allowed = (None if state["constraint"] is None
-                   else state["constraint"].allowed(generated[length:]))
-        return slice(None) if allowed is None else allowed
 
     def output(self, sample, row: int, prediction) -> Any:
         """Row ``row``'s prediction (decoded target tokens, or a continuous modality's

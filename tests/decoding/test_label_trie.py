@@ -1,5 +1,6 @@
 """LabelTrie: which tokens may follow a prefix of a closed label set."""
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -113,3 +114,17 @@ def test_matches_brute_force(labels, probe):
             assert full[i] in trie.allowed(full[:i])
     prefixes = {label[:i] for label in labels for i in range(len(label) + 1)}
     assert trie.max_branching == max(len(reference_allowed(labels, p)) for p in prefixes)
+
+
+@settings(max_examples=100, deadline=None)
+@given(labels=labels_strategy,
+       probes=st.lists(st.lists(st.integers(0, 15), max_size=5), min_size=1, max_size=6))
+def test_mask_of_many_prefixes_matches_brute_force(labels, probes):
+    """Beam search asks for all hypotheses at once (right-padded tensors, token ids
+    anywhere in the vocabulary, including ids no label holds)."""
+    trie = LabelTrie(labels, eos=EOS)
+    width = max(1, max(len(p) for p in probes))
+    tokens = torch.tensor([p + [1] * (width - len(p)) for p in probes])
+    mask = trie.allowed_mask(tokens, torch.tensor([len(p) for p in probes]), vocab_size=16)
+    for probe, row in zip(probes, mask):
+        assert set(row.nonzero().squeeze(1).tolist()) == reference_allowed(labels, probe)

@@ -13,12 +13,13 @@ import pytest
 import torch
 from fairseq import options, tasks
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
-from fairseq.search import PrefixConstrainedBeamSearch
+from fairseq.search import BeamSearch
 from fairseq.sequence_generator import SequenceGenerator
 
 import ofasys_fairseq  # noqa: F401  (registrations)
-from ofasys_fairseq.decoding.restricted_generator import (
-    RenormalizedPrefixConstrainedBeamSearch, RestrictedSequenceGenerator)
+from ofasys_fairseq.decoding.restricted_generator import (Restriction,
+                                                          RestrictedSequenceGenerator)
+from ofasys_fairseq.modalities.text import LabelConstraint
 
 # a literal forced prefix ("answer:") before the closed-set target
 INSTRUCTION = "[TEXT:text] -> answer: [TEXT:label,closed_set]"
@@ -105,7 +106,7 @@ def decode(task, model, sample, beam, unnormalized=False):
         [model], argparse.Namespace(beam=beam, max_len_a=0, max_len_b=30,
                                     unnormalized=unnormalized))
     assert isinstance(generator, RestrictedSequenceGenerator)
-    assert type(generator.search) is RenormalizedPrefixConstrainedBeamSearch
+    assert type(generator.search) is BeamSearch  # fairseq's choice; restricted per batch
     return task.inference_step(generator, [model], sample)
 
 
@@ -167,42 +168,28 @@ def test_top_hypothesis_scores_match_reference_at_every_beam(setup):
                 assert float(nbest[0]["score"]) >= float(greedy["score"]) - 1e-5
 
 
-def direct_generator(task, model, sample, trie, generator_cls, beam):
-    """A generator built by hand from fairseq's PrefixConstrainedBeamSearch."""
-    d = task.target_dictionary
-    prefixes = {int(i): prefix_of(sample, r, d.pad()) for r, i in enumerate(sample["id"])}
-
-    def allowed(sample_id, tokens):
-        generated, prefix = tokens[1:].tolist(), prefixes[int(sample_id)]
-        if len(generated) < len(prefix):
-            return [prefix[len(generated)]]
-        return trie.allowed(generated[len(prefix):]) or [d.eos()]
-
-    return generator_cls([model], d, beam_size=beam, max_len_b=30,
-                         search_strategy=PrefixConstrainedBeamSearch(d, allowed))
-
-
 def test_forced_prefix_tokens_score_zero(setup):
     task, model, sample, closed_set, _ = setup
-    pad = task.target_dictionary.pad()
-    generator = direct_generator(task, model, sample, closed_set.trie,
-                                 RestrictedSequenceGenerator, beam=3)
-    assert type(generator.search) is RenormalizedPrefixConstrainedBeamSearch
+    d = task.target_dictionary
+    generator = RestrictedSequenceGenerator([model], d, beam_size=3, max_len_b=30)
+    prefix = sample["decoder_prefix"]
+    restriction = Restriction(LabelConstraint(closed_set, d.eos()),
+                              prefix.ne(d.pad()).sum(1).tolist(), sample["id"])
     with torch.no_grad():
-        hypos = generator.generate([model], sample, prefix_tokens=sample["decoder_prefix"])
+        hypos = generator.decode([model], sample, prefix, restriction)
     for row, nbest in enumerate(hypos):
-        prefix = prefix_of(sample, row, pad)
-        assert len(prefix) > 0
+        forced = prefix_of(sample, row, d.pad())
+        assert len(forced) > 0
         for hypo in nbest:
-            assert hypo["tokens"][:len(prefix)].tolist() == prefix
-            assert torch.all(hypo["positional_scores"][:len(prefix)].abs() < 1e-6)
-            assert hypo["tokens"][len(prefix):-1].tolist() in closed_set.trie
+            assert hypo["tokens"][:len(forced)].tolist() == forced
+            assert torch.all(hypo["positional_scores"][:len(forced)].abs() < 1e-6)
+            assert hypo["tokens"][len(forced):-1].tolist() in closed_set.trie
 
-    # fairseq's own search keeps the full-vocabulary log-probability of forced tokens
-    plain = direct_generator(task, model, sample, closed_set.trie, SequenceGenerator, beam=3)
+    # fairseq's own generator keeps the full-vocabulary log-probability of forced tokens
+    plain = SequenceGenerator([model], d, beam_size=3, max_len_b=30)
     with torch.no_grad():
-        hypos = plain.generate([model], sample, prefix_tokens=sample["decoder_prefix"])
-    prefix_scores = torch.cat([h["positional_scores"][:len(prefix_of(sample, r, pad))]
+        hypos = plain.generate([model], sample, prefix_tokens=prefix)
+    prefix_scores = torch.cat([h["positional_scores"][:len(prefix_of(sample, r, d.pad()))]
                                for r, nbest in enumerate(hypos) for h in nbest])
     assert prefix_scores.max() < -1e-3
     assert math.isfinite(float(prefix_scores.sum()))
@@ -235,3 +222,12 @@ def test_beam_wider_than_the_label_set_stops_when_labels_run_out(setup):
     longest = max(len(prefix_of(sample, r, pad)) for r in range(N_ROWS)) + \
         max(len(t) for t in label_tokens.values()) + 1
     assert len(steps) == longest
+
+
+def test_a_constrained_target_is_decoded_by_beam_search_only(setup):
+    task, model, sample, _, _ = setup
+    generator = task.build_generator([model], argparse.Namespace(
+        beam=2, max_len_a=0, max_len_b=30, sampling=True, sampling_topk=2))
+    with pytest.raises(ValueError, match="decoded within a constraint, by beam search; "
+                                         "Sampling .--sampling"):
+        task.inference_step(generator, [model], sample)

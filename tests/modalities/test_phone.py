@@ -11,7 +11,7 @@ from ofasys_fairseq.modalities.phone.convert import convert, main, text_to_phone
 from ofasys_fairseq.modalities.phone.modality import phone_symbol, read_phones
 from ofasys_fairseq.scoring.wer import PerScorer, WerScorerConfig
 
-from tests.helpers import instruction_task, write_jsonl
+from tests.helpers import allowed_tokens, instruction_task, write_jsonl
 
 TRAIN = [{"text": "seven two", "phones": "s ˈɛ v ə n t ˈuː"},
          {"text": "nine", "phones": ["n", "ˈaɪ", "n"]}]
@@ -55,7 +55,7 @@ def test_tokens_decode_back_and_decoding_emits_phones_only(task):
     value = phone.read("n ˈaɪ n", slot, ctx)
     tokens = phone.tokens(value, slot, ctx, None)
     assert phone.postprocess(tokens, slot, ctx, None) == "n ˈaɪ n"
-    allowed = phone.constraint(slot, ctx).allowed([])
+    allowed = allowed_tokens(phone.constraint(slot, ctx), [], len(task.dictionary))
     assert sorted(allowed) == sorted(
         [task.dictionary.index(phone_symbol(p)) for p in task.modality_settings["PHONE"]["phones"]]
         + [task.dictionary.eos()])

@@ -8,6 +8,7 @@ from ofasys_fairseq.instruction import MODALITIES, Instruction, InstructionError
 from ofasys_fairseq.modalities import (Context, Modality, get_modality, register_modality,
                                        registered_modalities, registry)
 from ofasys_fairseq.plan import TaskPlan
+from tests.helpers import allowed_tokens
 
 
 @pytest.fixture
@@ -100,9 +101,10 @@ def test_text_closed_set_target_checks_constrains_and_scores(vocab):
     value = text.read("not sure", target, ctx)
     assert text.reference(value, target, ctx) == "not sure"
     constraint = text.constraint(target, ctx)
-    first = constraint.allowed([])
+    size = len(vocab.dictionary)
+    first = allowed_tokens(constraint, [], size)
     assert set(first) == {vocab.encode(label)[0] for label in ("yes", "no", "not sure")}
-    assert constraint.allowed(vocab.encode("yes")) == [vocab.dictionary.eos()]
+    assert allowed_tokens(constraint, vocab.encode("yes"), size) == [vocab.dictionary.eos()]
     assert text.postprocess(vocab.encode("no"), target, ctx, None) == "no"
     assert text.metrics(target, plan.templates[0]) == ["accuracy"]
     stats = text.metric_stats(["no", "yes"], ["no", "no"], target, ["accuracy"], None)

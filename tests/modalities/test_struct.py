@@ -12,7 +12,8 @@ from ofasys_fairseq.modalities.struct import linearize, parse_linearized, read_t
 from ofasys_fairseq.modalities.struct.accuracy import cell_accuracy_counts
 from ofasys_fairseq.modalities.struct.modality import CELL_SYMBOL, ROW_SYMBOL, ShapeConstraint
 from ofasys_fairseq.plan import TaskPlan
-from tests.helpers import instruction_task, write_jsonl
+from tests.helpers import (allowed_in_one_batch, allowed_tokens, instruction_task,
+                           write_jsonl)
 
 TABLE_TO_TEXT = ('structured knowledge: " [STRUCT:table,header] " . how to describe the '
                  'tripleset ? -> [TEXT:text]')
@@ -139,20 +140,29 @@ def test_shape_constraint_keeps_decoding_to_rows_and_columns():
     cell, row, eos = 10, 11, 2
     shape = ShapeConstraint(rows=2, columns=3, cell_tokens=2, cell=cell, row=row, eos=eos,
                             subwords=range(4, 10))
+
+    def allowed(constraint, generated):
+        return allowed_tokens(constraint, generated, 16)
+
     def allows(generated, token):
-        return token in shape.allowed(generated)
+        return token in allowed(shape, generated)
     assert allows([5], cell) and not allows([5], row) and not allows([5], eos)
     assert not allows([5, cell, 6, cell, 7], cell) and allows([5, cell, 6, cell, 7], row)
     assert not allows([5, cell, 6, cell, 7], eos)  # one more row to go
     last = [5, cell, 6, cell, 7, row, 5, cell, 6, cell, 7]
     assert allows(last, eos) and not allows(last, row) and not allows(last, cell)
     assert allows(last, 7)  # a cell may hold several tokens, up to cell_tokens
-    assert shape.allowed(last + [7]) == [eos] and shape.allowed([5, 6]) == [cell]
-    assert shape.allowed([]) == [4, 5, 6, 7, 8, 9, cell]  # cell text is subword pieces
+    assert allowed(shape, last + [7]) == [eos] and allowed(shape, [5, 6]) == [cell]
+    assert allowed(shape, []) == [4, 5, 6, 7, 8, 9, cell]  # cell text is subword pieces
     free_rows = ShapeConstraint(rows=None, columns=2, cell_tokens=8, cell=cell, row=row, eos=eos,
                                 subwords=range(4, 10))
-    assert {row, eos} <= set(free_rows.allowed([5, cell, 6]))
-    assert cell not in free_rows.allowed([5, cell, 6])
+    assert {row, eos} <= set(allowed(free_rows, [5, cell, 6]))
+    assert cell not in allowed(free_rows, [5, cell, 6])
+    # beam search asks for all hypotheses at once, each at its own length
+    hypotheses = [[], [5], [5, 6], [5, cell, 6, cell, 7], last, last + [7], [5, cell, 6, row]]
+    for constraint in (shape, free_rows):
+        assert allowed_in_one_batch(constraint, hypotheses, 16) == [
+            allowed(constraint, h) for h in hypotheses]
 
 
 def test_cell_accuracy_counts_missing_and_extra_cells_as_wrong():

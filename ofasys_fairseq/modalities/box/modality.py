@@ -95,11 +95,14 @@ class BoxConstraint(TokenConstraint):
     def __init__(self, first_bin: int, num_bins: int, eos: int):
         self.first_bin, self.last_bin, self.eos = first_bin, first_bin + num_bins - 1, eos
 
-    def allowed(self, box: List[int]) -> List[int]:
-        if len(box) == BOX_LENGTH:
-            return [self.eos]
-        low = self.first_bin if len(box) < 2 else min(box[-2] + 1, self.last_bin)
-        return list(range(low, self.last_bin + 1))
+    def allowed_mask(self, generated, lengths, vocab_size):
+        # the coordinate two back is the lower bound's (x0 for x1, y0 for y1)
+        two_back = generated.gather(1, (lengths - 2).clamp(min=0).unsqueeze(1)).squeeze(1)
+        low = torch.where(lengths < 2, self.first_bin, (two_back + 1).clamp(max=self.last_bin))
+        ids = torch.arange(vocab_size, device=generated.device)
+        mask = (ids >= low.unsqueeze(1)) & (ids <= self.last_bin) & (lengths < BOX_LENGTH).unsqueeze(1)
+        mask[:, self.eos] = lengths == BOX_LENGTH
+        return mask
 
 
 class BoxModality(Modality):

@@ -14,6 +14,7 @@ import re
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
+import torch
 
 from ...scoring.validation_metrics import register_metric
 from ...scoring.wer import word_errors
@@ -59,10 +60,12 @@ class PhoneConstraint(TokenConstraint):
     """Phones, then end of sentence."""
 
     def __init__(self, allowed: List[int]):
-        self.allowed_ids = allowed
+        self.allowed_ids = torch.tensor(allowed)
 
-    def allowed(self, generated: List[int]) -> List[int]:
-        return self.allowed_ids
+    def allowed_mask(self, generated, lengths, vocab_size):
+        row = torch.zeros(vocab_size, dtype=torch.bool, device=generated.device)
+        row[self.allowed_ids.to(generated.device)] = True
+        return row.expand(len(generated), vocab_size)
 
 
 class PhoneModality(Modality):

@@ -12,9 +12,10 @@ how many rows were cut. A target slot may state its shape (``rows=``, ``columns=
 emits exactly that many rows of that many cells, each at most ``cell_tokens`` long (8 by
 default), and the output is a list of rows.
 """
-from typing import Dict, FrozenSet, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import numpy as np
+import torch
 
 from ...instruction import AttrSpec, Slot
 from ...scoring.validation_metrics import register_metric
@@ -51,28 +52,34 @@ class ShapeConstraint(TokenConstraint):
         self.rows, self.columns, self.cell_tokens = rows, columns, cell_tokens
         self.cell, self.row, self.eos = cell, row, eos
         self.subwords = subwords
-        self._allowed: Dict[Tuple[bool, FrozenSet[int]], List[int]] = {}
 
-    def allowed(self, generated: List[int]) -> List[int]:
-        ends = [i for i, t in enumerate(generated) if t in (self.cell, self.row)]
-        rows_done = generated.count(self.row)
-        row_start = max((i for i in ends if generated[i] == self.row), default=-1) + 1
-        cells_done = generated[row_start:].count(self.cell)
-        cell_length = len(generated) - (ends[-1] + 1 if ends else 0)
-        row_may_end = self.columns is None or cells_done == self.columns - 1
-        banned = set()
-        if self.columns is not None and cells_done >= self.columns - 1:
-            banned.add(self.cell)
-        if not row_may_end or (self.rows is not None and rows_done >= self.rows - 1):
-            banned.add(self.row)
-        if not row_may_end or (self.rows is not None and rows_done != self.rows - 1):
-            banned.add(self.eos)
-        full = cell_length >= self.cell_tokens  # only a boundary may come next
-        key = (full, frozenset(banned))
-        if key not in self._allowed:
-            boundaries = sorted({self.cell, self.row, self.eos} - banned)
-            self._allowed[key] = boundaries if full else [*self.subwords, *boundaries]
-        return self._allowed[key]
+    def allowed_mask(self, generated, lengths, vocab_size):
+        positions = torch.arange(generated.size(1), device=generated.device)
+        real = positions < lengths.unsqueeze(1)
+        is_row = (generated == self.row) & real
+        is_end = (is_row | (generated == self.cell)) & real
+        rows_done = is_row.sum(1)
+        # position after the last row separator / the last separator of either kind
+        row_start = torch.where(is_row, positions + 1, 0).amax(1)
+        cell_start = torch.where(is_end, positions + 1, 0).amax(1)
+        cells_done = (is_end & ~is_row & (positions >= row_start.unsqueeze(1))).sum(1)
+        row_may_end = torch.ones_like(real[:, 0])
+        cell_banned = torch.zeros_like(row_may_end)
+        if self.columns is not None:
+            row_may_end = cells_done == self.columns - 1
+            cell_banned = cells_done >= self.columns - 1
+        row_banned, eos_banned = ~row_may_end, ~row_may_end
+        if self.rows is not None:
+            row_banned = row_banned | (rows_done >= self.rows - 1)
+            eos_banned = eos_banned | (rows_done != self.rows - 1)
+        full = (lengths - cell_start) >= self.cell_tokens  # only a boundary may come next
+        ids = torch.arange(vocab_size, device=generated.device)
+        subword = (ids >= self.subwords.start) & (ids < self.subwords.stop)
+        mask = subword & ~full.unsqueeze(1)
+        mask[:, self.cell] = ~cell_banned
+        mask[:, self.row] = ~row_banned
+        mask[:, self.eos] = ~eos_banned
+        return mask
 
 
 class StructModality(Modality):

@@ -15,6 +15,8 @@ from ofasys_fairseq.modalities.box.modality import (BOX_LENGTH, BoxConstraint, B
                                                     bin_symbol, check_box_inside, dequantize,
                                                     format_box, parse_box, quantize)
 from ofasys_fairseq.modalities.image.preprocess import _resize
+from tests.helpers import allowed_in_one_batch, allowed_tokens
+
 
 def box_context(num_bins: int) -> Context:
     vocab = Vocabulary(train_sentencepiece(["a box"], 20), [bin_symbol(k) for k in range(num_bins)])
@@ -213,13 +215,20 @@ def test_box_constraint_allows_exactly_four_increasing_bins_then_eos():
     first, num_bins, eos = 10, 8, 2
     constraint = BoxConstraint(first, num_bins, eos)
     every_bin = list(range(first, first + num_bins))
-    assert constraint.allowed([]) == every_bin  # x0: any bin
-    assert constraint.allowed([first + 3]) == every_bin  # y0: any bin
-    assert constraint.allowed([first + 3, first + 5]) == list(range(first + 4, first + 8))  # x1 > x0
-    assert constraint.allowed([first + 3, first + 5, first + 6]) == [first + 6, first + 7]  # y1 > y0
-    assert constraint.allowed([first + 3, first + 5, first + 6, first + 7]) == [eos]
+
+    def allowed(generated):
+        return allowed_tokens(constraint, generated, 32)
+    assert allowed([]) == every_bin  # x0: any bin
+    assert allowed([first + 3]) == every_bin  # y0: any bin
+    assert allowed([first + 3, first + 5]) == list(range(first + 4, first + 8))  # x1 > x0
+    assert allowed([first + 3, first + 5, first + 6]) == [first + 6, first + 7]  # y1 > y0
+    assert allowed([first + 3, first + 5, first + 6, first + 7]) == [eos]
     # x0 on the last bin: x1 can only repeat it (an empty box rather than no box at all)
-    assert constraint.allowed([first + 7, first]) == [first + 7]
+    assert allowed([first + 7, first]) == [first + 7]
+    # beam search asks for all hypotheses at once, each at its own length
+    hypotheses = [[], [first + 3], [first + 3, first + 5], [first + 3, first + 5, first + 6],
+                  [first + 3, first + 5, first + 6, first + 7], [first + 7, first]]
+    assert allowed_in_one_batch(constraint, hypotheses, 32) == [allowed(h) for h in hypotheses]
 
 
 def test_box_postprocess_needs_exactly_four_location_tokens():

@@ -44,6 +44,7 @@ setup(
             "ofasys-generate=ofasys_fairseq.cli:generate",
             "ofasys-hydra-train=ofasys_fairseq.cli:hydra_train",
             "ofasys-validate=ofasys_fairseq.validate:cli",
+            "ofasys-predict=ofasys_fairseq.predict:main",
             "ofasys-train-cpu=ofasys_fairseq.distributed_cpu:main",
             "ofasys-phonemize=ofasys_fairseq.modalities.phone.convert:main",
             "ofasys-prepare=ofasys_fairseq.prepare:main",

@@ -16,7 +16,7 @@ from typing import List, Optional
 
 import torch
 
-from .cli import _argv_with_user_dir
+from .cli import _console_argv
 
 
 def free_port() -> int:
@@ -52,7 +52,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
     # fairseq reads --user-dir from sys.argv while it builds its parser
-    sys.argv = [sys.argv[0]] + _argv_with_user_dir(train_args) + [
+    sys.argv = [sys.argv[0]] + _console_argv(train_args) + [
         "--cpu", "--distributed-world-size", str(launcher.nprocs),
         "--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp",
         "--distributed-init-method", f"tcp://127.0.0.1:{free_port()}"]

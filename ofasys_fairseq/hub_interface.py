@@ -1,12 +1,13 @@
 """Python inference: ``OFASys.from_pretrained(path).inference(instruction, data)``."""
-from typing import Dict, List, Mapping, Optional, Sequence
+import os
+from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 from fairseq import checkpoint_utils, utils
 from tqdm import tqdm
 
 from .checkpoint_safety import check_checkpoint_is_safe
-from .data.table import InMemoryTable
+from .data.table import InMemoryTable, Table
 from .modalities import get_modality
 from .plan import TaskPlan
 
@@ -47,6 +48,13 @@ class OFASys:
             return {name: m.plan.text for name, m in zip(self.task.task_names, self.task.members)}
         return {"instruction": self.task.plan.text}
 
+    def plan(self, instruction: Optional[str] = None, task: Optional[str] = None) -> TaskPlan:
+        """What ``inference`` decodes: ``instruction`` parsed, or the trained one (of
+        ``task`` for a multitask model)."""
+        if instruction is None:
+            return self._trained_task(task).plan
+        return TaskPlan.parse(instruction)
+
     def _trained_task(self, name: Optional[str]):
         """The task whose instruction and labels ``inference`` uses."""
         if not hasattr(self.task, "members"):
@@ -63,7 +71,8 @@ class OFASys:
         return next(self.model.parameters()).device
 
     def inference(self, instruction: Optional[str] = None,
-                  data: Sequence[Mapping[str, object]] = (), beam: int = 5,
+                  data: Union[Sequence[Mapping[str, object]], str, os.PathLike] = (),
+                  beam: int = 5,
                   max_len: Optional[int] = None,
                   batch_size: int = 128,
                   max_tokens: int = 8192,
@@ -73,7 +82,10 @@ class OFASys:
 
         Args:
             instruction: a (possibly new, zero-shot) instruction; default: the trained one.
-            data: rows as dicts of column -> value (the target column is not needed).
+            data: rows as dicts of column -> value (the target column is not needed),
+                or the path of a data file (``.jsonl``, ``.tsv``, ``.csv``, as for
+                training; relative file paths in its cells are read from its directory,
+                and errors name its lines).
             beam: beam size.
             max_len: longest output, not counting the forced ``no_loss`` prefix: tokens
                 (default 64), or decoder steps of a continuous output (default: what the
@@ -92,12 +104,13 @@ class OFASys:
             pixels of the original image for BOX (None if the model produced no box), a
             list of rows of cell strings for STRUCT, a ``Sound`` (``waveform``,
             ``sample_rate``, ``log_mel``; ``.save(path)``) for AUDIO.
-            Relative file paths in cells are read from the current directory.
+            Relative file paths in cells of ``data`` rows are read from the current
+            directory.
         """
         trained = self._trained_task(task)
-        plan = trained.plan if instruction is None else TaskPlan.parse(instruction)
-        table = InMemoryTable(data)
-        plan = plan.bind_columns(table.columns)
+        table = Table(os.fspath(data)) if isinstance(data, (str, os.PathLike)) \
+            else InMemoryTable(data)
+        plan = self.plan(instruction, task).bind_columns(table.columns)
         target = get_modality(plan.target.modality)
         for column, values in (labels or {}).items():
             trained.add_labels(column, [target.label_text(v, plan.target) for v in values])

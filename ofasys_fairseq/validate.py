@@ -36,9 +36,9 @@ def validate_subsets(task, subsets: Sequence[str]) -> List[DataError]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from .cli import _argv_with_user_dir
+    from .cli import _console_argv
 
-    argv = _argv_with_user_dir(list(sys.argv[1:] if argv is None else argv))
+    argv = _console_argv(list(sys.argv[1:] if argv is None else argv))
     parser = options.get_training_parser()
     if not any(a == "--arch" or a.startswith("--arch=") for a in argv):
         argv += ["--arch", "ofasys_tiny"]  # fairseq's parser needs one; no model is built

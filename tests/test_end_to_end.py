@@ -151,6 +151,32 @@ def test_generate_prints_labels_and_python_api_reproduces_them(trained, tmp_path
     assert [p["label"] for p in predictions] == [hypotheses[i] for i in range(len(rows))]
 
 
+def test_predict_writes_one_line_per_row_without_targets(trained, tmp_path):
+    """ofasys-predict on rows that have no label column: one JSON line per row, in input
+    order, with OFASys.inference's values; a bad row is an error naming file and line."""
+    checkpoint = os.path.join(trained["save_dir"], "checkpoint_best.pt")
+    rows = [json.loads(line) for line in open(os.path.join(trained["data"], "valid.jsonl"))]
+    data = tmp_path / "new.jsonl"
+    write_rows(data, [{"review": r["review"], "topic": r["topic"]} for r in rows[:40]])
+    out = tmp_path / "predictions" / "labels.jsonl"
+    predict = os.path.join(os.path.dirname(sys.executable), "ofasys-predict")
+    result = subprocess.run([predict, checkpoint, str(data), "--out", str(out), "--beam", "3",
+                             "--batch-size", "7"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"wrote 40 predictions to {out}" in result.stderr
+    written = [json.loads(line) for line in open(out)]
+    expected = OFASys.from_pretrained(checkpoint).inference(data=str(data), beam=3)
+    assert written == [{"line": i + 1, "label": p["label"]} for i, p in enumerate(expected)]
+    correct = sum(w["label"] == r["label"] for w, r in zip(written, rows))
+    assert correct >= 0.9 * 40
+
+    write_rows(data, [{"review": "the soup was cold", "topic": "soup"}, {"review": "fine"}])
+    result = subprocess.run([predict, checkpoint, str(data), "--out", str(out)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    assert f"{data}, line 2" in result.stderr and "missing column 'topic'" in result.stderr
+
+
 def test_python_api_zero_shot_instruction_and_free_text(trained):
     model = OFASys.from_pretrained(os.path.join(trained["save_dir"], "checkpoint_best.pt"))
     assert model.instructions == {"instruction": INSTRUCTION}

@@ -11,6 +11,7 @@ from fairseq import options, tasks
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
 import ofasys_fairseq
+from ofasys_fairseq.cli import choose_instruction_task, fairseq_tool
 from ofasys_fairseq.data.table import DataError, InvalidRows
 from ofasys_fairseq.instruction import InstructionError
 from ofasys_fairseq.tasks.instruction_task import SentencepieceDetokenizer
@@ -245,6 +246,54 @@ def fairseq_train(data_dir, save_dir, instruction):
          "--lr", "0.001", "--batch-size", "4", "--max-epoch", "1", "--vocab-size", "40",
          "--num-bins", "4", "--cpu", "--num-workers", "0", "--save-dir", str(save_dir)],
         capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_fairseq_train_with_an_instruction_and_no_task_trains_the_instruction_task(data,
+                                                                                   tmp_path):
+    """The call README promises, as written: fairseq's console script, no --task."""
+    save_dir = tmp_path / "checkpoints"
+    result = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "fairseq-train"), str(data),
+         "--user-dir", USER_DIR, "--instruction", "[TEXT:src] -> [TEXT:tgt]", "--arch",
+         "ofasys_tiny", "--embed-dim", "16", "--ffn-embed-dim", "32", "--encoder-layers", "1",
+         "--decoder-layers", "1", "--criterion", "instruction_ce", "--optimizer", "adam",
+         "--batch-size", "4", "--max-epoch", "1", "--vocab-size", "40", "--cpu",
+         "--num-workers", "0", "--save-dir", str(save_dir)],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "task: InstructionTask" in result.stdout + result.stderr
+    assert "checkpoint_last.pt" in checkpoints_in(save_dir)
+
+
+def test_an_instruction_without_a_task_chooses_the_instruction_task():
+    assert choose_instruction_task(["data", "--instruction", "x"])[-2:] == ["--task",
+                                                                           "instruction"]
+    assert choose_instruction_task(["data", "--instruction=x"])[-2:] == ["--task", "instruction"]
+    for argv in (["data", "--instruction", "x", "--task", "multitask"],
+                 ["data", "--task=translation", "--instruction", "x"], ["data"]):
+        assert choose_instruction_task(argv) == argv
+    assert fairseq_tool("/venv/bin/fairseq-train") == "train"
+    assert fairseq_tool("/site-packages/fairseq_cli/generate.py") == "generate"
+    assert fairseq_tool("/venv/bin/pytest") is None and fairseq_tool("train.py") is None
+
+
+@pytest.mark.parametrize("command, expected", [
+    (["fairseq-train", "--user-dir", USER_DIR, "--task", "instruction"],
+     ["--instruction INSTRUCTION", "the task, e.g.", "--embed-dim EMBED_DIM", "model width",
+      "--ctc-weight", "--closed-set-labels"]),
+    (["ofasys-train", "--instruction", "[TEXT:a] -> [TEXT:b]"],
+     ["--instruction INSTRUCTION", "--embed-dim EMBED_DIM"]),
+    (["fairseq-generate", "--user-dir", USER_DIR, "--task", "multitask"],
+     ["--tasks TASKS", "--eval-max-len", "--beam BEAM"]),
+])
+def test_help_lists_the_task_model_and_criterion_options(command, expected):
+    """fairseq prints --help before it adds them; the plugin's full help has them."""
+    result = subprocess.run([os.path.join(os.path.dirname(sys.executable), command[0]),
+                             *command[1:], "--help"], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for text in expected:
+        assert text in result.stdout
 
 
 def checkpoints_in(save_dir):

@@ -3,10 +3,12 @@ every bad row (missing or unreadable values, images that do not decode, boxes
 that are malformed or outside their image), before any training starts.
 
     ofasys-validate DATA --instruction '...' [--valid-subset valid,test] [task options]
+    ofasys-validate --tasks tasks.yaml [task options]       (every task of a multitask run)
 
 It accepts fairseq-train's options (so ``--image-size``, ``--closed-set-labels``
-... mean the same) and checks ``--train-subset`` plus every ``--valid-subset``.
-Exit status 1 when any row is bad.
+... mean the same) and checks ``--train-subset`` plus every ``--valid-subset`` (for a
+tasks file, each task's ``train_subset`` and ``valid_subset``). Exit status 1 when any
+row is bad.
 """
 import logging
 import sys
@@ -36,14 +38,16 @@ def validate_subsets(task, subsets: Sequence[str]) -> List[DataError]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from .cli import _console_argv
+    from .cli import _console_argv, _given
 
     argv = _console_argv(list(sys.argv[1:] if argv is None else argv))
+    multitask = _given(argv, "--tasks")
     parser = options.get_training_parser()
-    if not any(a == "--arch" or a.startswith("--arch=") for a in argv):
+    if not _given(argv, "--arch"):
         argv += ["--arch", "ofasys_tiny"]  # fairseq's parser needs one; no model is built
-    args = options.parse_args_and_arch(parser, argv + ["--task", "instruction",
-                                                        "--skip-invalid-rows", "--validate-data"])
+    args = options.parse_args_and_arch(parser, argv + [
+        "--task", "multitask" if multitask else "instruction", "--skip-invalid-rows",
+        "--validate-data"])
     cfg = convert_namespace_to_omegaconf(args)
     task = tasks.setup_task(cfg.task)
     try:
@@ -51,11 +55,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except DataError as error:
         print(error)
         return 1
-    subsets = [cfg.dataset.train_subset] + cfg.dataset.valid_subset.split(",")
-    errors = validate_subsets(task, subsets)
+    if multitask:
+        checks = [(member, [spec.train_subset, spec.valid_subset])
+                  for spec, member in zip(task.specs, task.members)]
+    else:
+        checks = [(task, [cfg.dataset.train_subset] + cfg.dataset.valid_subset.split(","))]
+    errors = []
+    for checked, subsets in checks:
+        found = validate_subsets(checked, subsets)
+        print(f"{len(found)} invalid rows in {', '.join(subsets)} of {checked.cfg.data}")
+        errors.extend(found)
     for error in errors:
         print(error)
-    print(f"{len(errors)} invalid rows in {', '.join(subsets)} of {cfg.task.data}")
     return 1 if errors else 0
 
 

@@ -1,6 +1,7 @@
 """ofasys-validate and --validate-data: every bad row of every subset, located, in one run."""
 import base64
 import io
+import json
 
 import demo_data
 import pytest
@@ -67,6 +68,24 @@ def test_every_bad_row_is_listed_with_file_line_and_column(tmp_path, capsys):
     for message in expected:
         assert sum(line.startswith(message) for line in out.splitlines()) == 1, (message, out)
     assert "5 invalid rows in train, valid" in out  # the data: URI row is fine
+
+
+def test_a_tasks_file_is_checked_task_by_task(tmp_path, capsys):
+    nli = demo_data.write_task(str(tmp_path), "nli", train=20, valid=5, seed=1)
+    shapes = demo_data.write_shapes(str(tmp_path), train=12, valid=4)
+    line = append_rows(tmp_path / "shapes" / "valid.tsv", [
+        ["images/00000.png", "c", "q", "a", "red circle", "1,2,300,4"]])
+    tasks = tmp_path / "tasks.yaml"
+    tasks.write_text(json.dumps({"tasks": {
+        "nli": {"instruction": demo_data.NLI_INSTRUCTION, "data": nli},
+        "grounding": {"instruction": GROUNDING, "data": shapes}}}))
+    status = main(["--tasks", str(tasks), "--image-size", "64"])
+    out = capsys.readouterr().out
+    assert status == 1
+    assert f"0 invalid rows in train, valid of {nli}" in out
+    assert f"1 invalid rows in train, valid of {shapes}" in out
+    assert f"{tmp_path / 'shapes' / 'valid.tsv'}, line {line}, column 'region': box 1,2,300,4 " \
+           f"is outside the 64x64 image" in out
 
 
 def test_a_missing_column_is_reported_for_the_subset(tmp_path, capsys):

@@ -101,7 +101,7 @@ class MultitaskTask(InstructionTask):
             # the task file stayed where the model was trained: the checkpoint's task
             # state names the tasks (``load_state_dict``)
             return cls(cfg, [])
-        return cls(cfg, parse_task_specs(cfg.tasks, str(cfg.task_sampling)))
+        return cls(cfg, parse_task_specs(cfg.tasks, str(cfg.task_sampling), str(cfg.batch_mode)))
 
     @property
     def task_names(self) -> List[str]:

@@ -58,8 +58,9 @@ class TaskConfigError(ValueError):
     """A multitask configuration that cannot run; the message names task and key."""
 
 
-def parse_task_specs(tasks, sampling: str) -> List[TaskSpec]:
-    """Check ``tasks`` (mapping or YAML path) against ``sampling`` and return the specs."""
+def parse_task_specs(tasks, sampling: str, batch_mode: str = "homogeneous") -> List[TaskSpec]:
+    """Check ``tasks`` (mapping or YAML path) against ``sampling`` and ``batch_mode`` and
+    return the specs."""
     base_dir = ""
     if isinstance(tasks, str):
         if not os.path.isfile(tasks):
@@ -75,7 +76,7 @@ def parse_task_specs(tasks, sampling: str) -> List[TaskSpec]:
         raise TaskConfigError("no tasks: give --tasks FILE.yaml or a 'task.tasks' mapping of "
                               "task name -> {instruction, data, ...}")
     specs = [_spec(name, values, base_dir) for name, values in tasks.items()]
-    _check_sampling(specs, sampling)
+    _check_sampling(specs, sampling, batch_mode)
     return specs
 
 
@@ -111,8 +112,17 @@ def _spec(name, values, base_dir: str) -> TaskSpec:
     return spec
 
 
-def _check_sampling(specs: List[TaskSpec], sampling: str) -> None:
-    """Weights and size caps mean something for some samplers only: never ignore them."""
+def _check_sampling(specs: List[TaskSpec], sampling: str, batch_mode: str) -> None:
+    """Weights and size caps mean something for some samplers only, and for no sampler
+    in round batches: never ignore them."""
+    if batch_mode == "round":
+        sampled = [s.name for s in specs if s.weight != 1.0 or s.size_cap is not None]
+        if sampled:
+            raise TaskConfigError(
+                f"task(s) {', '.join(sampled)} set 'weight' or 'size_cap', which batch_mode "
+                f"'round' does not use (every round holds one batch of every task): remove "
+                f"them, or weigh the tasks' gradients with 'loss_weight'")
+        return
     if sampling != "weights":
         weighted = [s.name for s in specs if s.weight != 1.0]
         if weighted:

@@ -360,7 +360,7 @@ def compose_demo(repo_root, overrides):
 def test_hydra_demo_config_composes_with_overrides(repo_root):
     from fairseq import tasks
 
-    cfg = compose_demo(repo_root, [*WEIGHTS, "task.batch_mode=round",
+    cfg = compose_demo(repo_root, [*WEIGHTS, "task.batch_mode=mixed",
                                    "task.tasks.digits.data=elsewhere", "model.embed_dim=32"])
     assert cfg.task._name == "multitask" and cfg.model.embed_dim == 32
     task = tasks.setup_task(cfg.task)  # checks every spec; reads no data
@@ -370,7 +370,7 @@ def test_hydra_demo_config_composes_with_overrides(repo_root):
     assert [s.weight for s in task.specs] == [2] + [1] * 10
     assert specs["digits"].data == "elsewhere"
     assert specs["shapes_grounding"].metrics == ["box_acc"]
-    assert str(task.cfg.batch_mode) == "round"
+    assert str(task.cfg.batch_mode) == "mixed"
 
 
 def test_hydra_demo_config_documented_overrides(repo_root):
@@ -468,6 +468,16 @@ def test_bad_task_specs_fail_at_setup(data, tmp_path, change, sampling, message)
         tasks[name] = {k: v for k, v in tasks[name].items() if v is not None}
     with pytest.raises(TaskConfigError, match=message):
         multitask(tasks, tmp_path, task_sampling=sampling)
+
+
+def test_round_batches_refuse_weights_they_would_ignore(data, tmp_path):
+    tasks = good_tasks(data)
+    tasks["nli"]["weight"] = 2
+    with pytest.raises(TaskConfigError, match=r"task\(s\) nli set 'weight' or 'size_cap', "
+                                              r"which batch_mode 'round' does not use"):
+        multitask(tasks, tmp_path, batch_mode="round")
+    del tasks["nli"]["weight"]
+    assert multitask(tasks, tmp_path, batch_mode="round").task_names == ["nli", "grounding"]
 
 
 def test_the_selection_score_counts_an_error_rate_as_its_complement(data, tmp_path):

@@ -6,9 +6,11 @@ setup(
     description="Multimodal multitask learning with one-line instructions, as a fairseq plugin",
     packages=find_packages(include=["ofasys_fairseq", "ofasys_fairseq.*"]),
     python_requires=">=3.10",
-    # fairseq itself (fairseq-fixed==0.12.3.1) is installed by the Makefile with
-    # --no-deps --no-build-isolation; these are its real needs plus ours.
+    # fairseq-fixed (fairseq 0.12 that builds on Python 3.11) compiles against the torch
+    # already installed: install torch first and this package with --no-build-isolation
+    # (README "Installation"; the Makefile installs fairseq with --no-deps before it).
     install_requires=[
+        "fairseq-fixed==0.12.3.1",
         "torch==2.14.1",
         "torchvision==0.29.1",
         "torchaudio==2.11.0",
@@ -32,6 +34,8 @@ setup(
         "jiwer",
         "editdistance",
         "espeakng-loader",
+        # fairseq's --tensorboard-logdir (fairseq only warns when it is missing)
+        "tensorboardX",
     ],
     extras_require={
         "test": ["pytest", "hypothesis", "pycocoevalcap"],

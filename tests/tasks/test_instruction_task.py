@@ -250,7 +250,8 @@ def fairseq_train(data_dir, save_dir, instruction):
 
 def test_fairseq_train_with_an_instruction_and_no_task_trains_the_instruction_task(data,
                                                                                    tmp_path):
-    """The call README promises, as written: fairseq's console script, no --task."""
+    """The call README promises, as written: fairseq's console script, no --task (and
+    --tensorboard-logdir works out of the box)."""
     save_dir = tmp_path / "checkpoints"
     result = subprocess.run(
         [os.path.join(os.path.dirname(sys.executable), "fairseq-train"), str(data),
@@ -258,11 +259,14 @@ def test_fairseq_train_with_an_instruction_and_no_task_trains_the_instruction_ta
          "ofasys_tiny", "--embed-dim", "16", "--ffn-embed-dim", "32", "--encoder-layers", "1",
          "--decoder-layers", "1", "--criterion", "instruction_ce", "--optimizer", "adam",
          "--batch-size", "4", "--max-epoch", "1", "--vocab-size", "40", "--cpu",
-         "--num-workers", "0", "--save-dir", str(save_dir)],
+         "--num-workers", "0", "--save-dir", str(save_dir),
+         "--tensorboard-logdir", str(tmp_path / "tensorboard")],
         capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "task: InstructionTask" in result.stdout + result.stderr
     assert "checkpoint_last.pt" in checkpoints_in(save_dir)
+    events = [f for _, _, files in os.walk(tmp_path / "tensorboard") for f in files]
+    assert any(f.startswith("events.out.tfevents") for f in events), events
 
 
 def test_an_instruction_without_a_task_chooses_the_instruction_task():

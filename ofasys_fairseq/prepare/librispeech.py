@@ -7,12 +7,12 @@ Each utterance becomes a row ``{"wav": path, "text": transcript, "speaker", "cha
 case, no punctuation: WER on LibriSpeech is reported on them).
 """
 import glob
-import json
 import os
 from typing import Dict, Iterator, List, Tuple
 
 from tqdm import tqdm
 
+from .output import present_splits, write_subset
 from .summary import Summary
 
 # split folder -> output subset, the usual recipe (the other splits can be mapped too)
@@ -39,19 +39,12 @@ def convert_librispeech(root: str, out_dir: str, splits: Dict[str, str] = None) 
         splits: split folder -> subset name (default ``DEFAULT_SPLITS``).
     """
     splits = splits or DEFAULT_SPLITS
-    present = {folder: subset for folder, subset in splits.items()
-               if os.path.isdir(os.path.join(root, folder))}
-    if not present:
-        raise FileNotFoundError(f"none of the split folders {', '.join(splits)} is in {root}")
-    os.makedirs(out_dir, exist_ok=True)
+    present = present_splits(splits, lambda folder: os.path.join(root, folder),
+                             f"none of the split folders {', '.join(splits)} is in {root}")
     summary = Summary()
     for folder, subset in present.items():
-        path = os.path.join(out_dir, f"{subset}.jsonl")
-        rows = list(_rows(os.path.join(root, folder), out_dir, summary))
-        with open(path, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        summary.written[path] = len(rows)
+        write_subset(out_dir, subset, _rows(os.path.join(root, folder), out_dir, summary),
+                     summary)
     return summary
 
 

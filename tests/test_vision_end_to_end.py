@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from ofasys_fairseq import OFASys
-from ofasys_fairseq.data.table import Table
+from ofasys_fairseq.data.table import DataError, Table
 from ofasys_fairseq.modalities.box import parse_box
 from ofasys_fairseq.modalities.box.accuracy import box_accuracy
 from tests.test_end_to_end import USER_DIR, fairseq, valid_metrics
@@ -96,6 +96,16 @@ def test_grounding_learns_and_decodes_pixel_boxes(shapes, tmp_path):
                                    "region_text": r["region_text"]} for r in rows], beam=3)
     for i, result in enumerate(boxes):
         assert result["region"] == pytest.approx([64 * c for c in fractions[i]], abs=0.1)
+    # from Python, the images themselves: Pillow images, uint8 or float arrays
+    pictures = [Image.open(os.path.join(shapes, r["image"])) for r in rows]
+    for image_of in (lambda p: p, lambda p: np.asarray(p.convert("RGB")),
+                     lambda p: np.asarray(p.convert("RGB"), dtype=np.float32) / 255):
+        given = [{"image": image_of(p), "region_text": r["region_text"]}
+                 for p, r in zip(pictures, rows)]
+        assert model.inference(data=given, beam=3) == boxes
+    with pytest.raises(DataError, match=r"line 1, column 'image': expected an image array of "
+                                         r"shape H x W or H x W x 3 \(or 1, 4\), found shape"):
+        model.inference(data=[{"image": np.zeros((2, 3, 5)), "region_text": "x"}])
 
 
 def test_captions_and_region_captions_through_the_resnet_adapter(shapes, tmp_path):

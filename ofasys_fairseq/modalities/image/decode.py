@@ -1,11 +1,12 @@
 """Decoding an IMAGE cell: a file path (relative to the data file's directory, or
 absolute), base64 bytes, or a ``data:image/...;base64,`` URI, decoded with Pillow (EXIF
-orientation applied, RGB)."""
+orientation applied, RGB); from Python also a Pillow image or a numpy array."""
 import contextlib
 import io
 import os
 from typing import NamedTuple, Optional, Tuple
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..encoded import base64_bytes, data_uri_bytes, resolve_path
@@ -19,6 +20,24 @@ EXIF_ORIENTATION = 0x0112
 class DecodedImage(NamedTuple):
     image: Image.Image  # RGB, upright, possibly decoded at reduced scale (JPEG draft)
     original_size: Tuple[int, int]  # (width, height) of the upright full-size image
+
+
+def image_from_python(value) -> DecodedImage:
+    """A Pillow image (any mode) or a numpy array: ``H x W`` (gray) or ``H x W x 3/4``,
+    ``uint8``, or floats in [0, 1]. ValueError saying what is wrong otherwise."""
+    if isinstance(value, np.ndarray):
+        if value.ndim not in (2, 3) or (value.ndim == 3 and value.shape[2] not in (1, 3, 4)):
+            raise ValueError(f"expected an image array of shape H x W or H x W x 3 (or 1, 4), "
+                             f"found shape {value.shape}")
+        if value.dtype.kind == "f":
+            if value.size and (value.min() < 0 or value.max() > 1):
+                raise ValueError("a float image array must hold values in [0, 1]")
+            value = np.round(value * 255)
+        elif value.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 or float image array, found {value.dtype}")
+        value = Image.fromarray(value.astype(np.uint8).squeeze(-1) if value.ndim == 3
+                                and value.shape[2] == 1 else value.astype(np.uint8))
+    return DecodedImage(value if value.mode == "RGB" else value.convert("RGB"), value.size)
 
 
 def read_image_bytes(value: str, base_dir: str) -> Tuple[bytes, str]:

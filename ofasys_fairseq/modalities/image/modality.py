@@ -8,14 +8,16 @@ interpolates its position tables to each slot's grid.
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from PIL import Image
 
 from ...instruction import AttrSpec, Slot
 from ..base import ENCODER, FEATURES, Context, Modality, unique
 from .adapter import (DEFAULT_GEOMETRY, IMAGE_ADAPTORS, ImageGeometry, adapter_key,
                       build_image_adapter)
-from .decode import DecodedImage, decode_image
+from .decode import DecodedImage, decode_image, image_from_python
 from .preprocess import DEFAULT_IMAGE_RECIPE, IMAGE_RECIPES, ImagePreprocessor
 
 IMAGE = "IMAGE"
@@ -105,6 +107,8 @@ class ImageModality(Modality):
     # -- cells ---------------------------------------------------------------------------------
     def read(self, cell, slot: Slot, ctx: Context, decode: bool = True):
         """A decoded image; without ``decode``, the checked cell."""
+        if isinstance(cell, (Image.Image, np.ndarray)):  # given from Python
+            return image_from_python(cell) if decode else cell
         if not isinstance(cell, str) or not cell.strip():
             raise ValueError(f"expected an image path, base64 or data: URI for {slot}, found "
                              f"{cell!r}"[:200])

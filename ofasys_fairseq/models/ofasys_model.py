@@ -1,7 +1,9 @@
 """The OFASys model: modality adapters and output heads around one BART-style
 encoder-decoder."""
+import logging
 from dataclasses import dataclass, field
 
+import torch
 import torch.nn as nn
 from fairseq import utils
 from fairseq.dataclass import ChoiceEnum
@@ -17,6 +19,9 @@ from .adapters import TokenAdapter
 from .dropout import use_uniform_dropout
 from .universal_decoder import UniversalDecoder
 from .universal_encoder import TOKENS_ADAPTER, UniversalEncoder
+
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -91,6 +96,38 @@ class OFASysModel(FairseqEncoderDecoderModel):
         decoder = UniversalDecoder(layers, dictionary, embed_tokens, nn.ModuleDict(heads))
         return use_uniform_dropout(cls(encoder, decoder))
 
+    # set by the task when it fine-tunes a checkpoint (--finetune-from-model)
+    extends_checkpoint = False
+
+    def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
+        if self.extends_checkpoint:
+            state_dict = self._fitted_checkpoint(state_dict)
+        return super().load_state_dict(state_dict, strict, model_cfg, args)
+
+    def _fitted_checkpoint(self, state_dict):
+        """A checkpoint this run fine-tunes, fitted to this model: the vocabulary rows it
+        lacks (symbols the task appended) and the modules it lacks (a modality it never
+        read: an adapter or an output head) keep this model's fresh initialization; its
+        modules this task does not use are left out. Every other weight is the
+        checkpoint's, unchanged."""
+        own = self.state_dict()
+        fitted, fresh = {}, []
+        for name, value in own.items():
+            saved = state_dict.get(name)
+            if saved is None:
+                fitted[name] = value
+                fresh.append(name)
+            elif (saved.shape != value.shape and saved.dim() > 0
+                  and saved.shape[1:] == value.shape[1:] and len(saved) < len(value)):
+                fitted[name] = torch.cat([saved.to(value.dtype), value[len(saved):]])
+            else:
+                fitted[name] = saved  # a shape of another architecture fails the load
+        unused = [n for n in state_dict if n not in own]
+        logger.info(f"fine-tuning: {len(fresh)} tensors start fresh"
+                    + (f" (in {_modules(fresh)})" if fresh else "")
+                    + (f"; left out, unused by this task: {_modules(unused)}" if unused else ""))
+        return fitted
+
     def forward(self, src_tokens, src_lengths, prev_output_tokens, features_only: bool = False,
                 features=None, decoder_frames=None):
         # feature inputs (images, ...) are for the encoder; frames of a continuous target
@@ -100,6 +137,11 @@ class OFASysModel(FairseqEncoderDecoderModel):
                                 features_only=features_only, decoder_frames=decoder_frames)
         extra["encoder_out"] = encoder_out  # for losses on the encoder (CTC)
         return x, extra
+
+
+def _modules(names) -> str:
+    """Parameter names by their module, three levels deep (``encoder.adapters.x``)."""
+    return ", ".join(sorted({".".join(n.split(".")[:3]) for n in names}))
 
 
 def _register_size(name: str, width: int, encoder_layers: int, decoder_layers: int, heads: int):

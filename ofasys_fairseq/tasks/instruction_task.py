@@ -12,7 +12,7 @@ import argparse
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from omegaconf import II
 
 from ..data.instruction_dataset import InstructionDataset
 from ..data.table import DataError, Table, find_split_file, located, required_cell
-from ..data.vocabulary import (Vocabulary, default_cache_dir, load_sentencepiece,
+from ..data.vocabulary import (MASK_SYMBOL, Vocabulary, default_cache_dir, load_sentencepiece,
                                normalize_whitespace, train_sentencepiece)
 from ..decoding.frame_generator import FrameGenerator
 from ..decoding.label_trie import ClosedSet
@@ -79,6 +79,7 @@ class InstructionCommonConfig(ModalityTaskOptions):
     results_path: Optional[str] = II("common_eval.results_path")
     save_dir: str = II("checkpoint.save_dir")
     restore_file: str = II("checkpoint.restore_file")
+    finetune_from_model: Optional[str] = II("checkpoint.finetune_from_model")
 
 
 @dataclass
@@ -117,6 +118,7 @@ class InstructionTask(FairseqTask):
         self.modality_settings: Dict[str, Dict[str, Any]] = {
             m.name: m.settings(cfg) for m in registered_modalities() if m.implemented}
         self.settings_final = False  # planned for the model, or read from a checkpoint
+        self.finetuning_from: Optional[str] = None  # --finetune-from-model, once prepared
         self.fitted_cells: List[FittedCell] = []  # what modality statistics are fitted on
 
     @classmethod
@@ -139,8 +141,16 @@ class InstructionTask(FairseqTask):
             return
         texts = self.training_texts()
         self.fit_modalities(self.statistics_cells())  # before the vocabulary: its symbols
-        self.use_vocabulary(build_vocabulary(self.cfg, texts, self.dictionary,
-                                             self.modality_settings))
+        self.finetuning_from = self._checkpoint_to_finetune()
+        if self.finetuning_from is None:
+            self.use_vocabulary(build_vocabulary(self.cfg, texts, self.dictionary,
+                                                 self.modality_settings))
+        else:
+            saved = upgrade_task_state(torch.load(self.finetuning_from, map_location="cpu")
+                                       ["task_state"])
+            logger.info(f"fine-tuning {self.finetuning_from}: its vocabulary, extended")
+            self.use_vocabulary(extend_vocabulary(saved["vocabulary"], self.cfg, texts,
+                                                  self.dictionary, self.modality_settings))
 
     def training_texts(self) -> List[str]:
         """Read the training subset once: set the closed-set labels and the cells that
@@ -173,6 +183,15 @@ class InstructionTask(FairseqTask):
             return None
         path = os.path.join(save_dir, restore) if restore == "checkpoint_last.pt" else restore
         return path if os.path.exists(path) else None
+
+    def _checkpoint_to_finetune(self) -> Optional[str]:
+        """``--finetune-from-model``, which fairseq starts from when nothing is resumed (a
+        path that does not exist: fairseq itself refuses it, naming it)."""
+        try:
+            path = self.cfg.finetune_from_model
+        except Exception:  # interpolation unavailable outside fairseq-train
+            return None
+        return path if path and os.path.isfile(path) else None
 
     def bind_plan(self, table) -> TaskPlan:
         """The instruction with its slots bound to the columns of ``table``."""
@@ -415,6 +434,7 @@ class InstructionTask(FairseqTask):
     def build_model(self, cfg, from_checkpoint: bool = False):
         self.prepare()
         model = super().build_model(cfg, from_checkpoint)
+        model.extends_checkpoint = self.finetuning_from is not None
         if not self.cfg.no_eval_metrics:
             self.sequence_generator = self._sequence_generator(
                 [model], argparse.Namespace(beam=self.cfg.eval_beam, max_len_a=0,
@@ -635,13 +655,45 @@ def build_vocabulary(cfg: InstructionCommonConfig, texts: Sequence[str], diction
     else:
         proto = train_sentencepiece(texts, cfg.vocab_size,
                                     cfg.vocab_cache_dir or default_cache_dir())
+    reserved, fitted = modality_symbols(cfg, settings)
+    vocab = Vocabulary(proto, reserved + fitted, dictionary)
+    logger.info(f"dictionary: {len(dictionary)} types ({len(reserved)} reserved by modalities"
+                + (f", {len(fitted)} from the training data" if fitted else "") + ")")
+    return vocab
+
+
+def modality_symbols(cfg: InstructionCommonConfig, settings: Mapping[str, Mapping[str, Any]]
+                     ) -> Tuple[List[str], List[str]]:
+    """The symbols every modality reserves, and those its fitted ``settings`` add."""
     modalities = [m for m in registered_modalities() if m.implemented]
     reserved = [symbol for m in modalities for symbol in m.reserved_symbols(cfg)]
     fitted = [symbol for m in modalities if m.name in settings
               for symbol in m.fitted_symbols(settings[m.name])]
-    vocab = Vocabulary(proto, reserved + fitted, dictionary)
-    logger.info(f"dictionary: {len(dictionary)} types ({len(reserved)} reserved by modalities"
-                + (f", {len(fitted)} from the training data" if fitted else "") + ")")
+    return reserved, fitted
+
+
+def extend_vocabulary(saved: Mapping[str, Any], cfg: InstructionCommonConfig,
+                      texts: Sequence[str], dictionary: Dictionary,
+                      settings: Mapping[str, Mapping[str, Any]]) -> Vocabulary:
+    """A checkpoint's vocabulary for fine-tuning, filled into ``dictionary``: its symbols
+    keep their ids, the symbols this run's modalities need that it lacks are appended (a
+    new modality's tokens, a new phone set), and it is never retrained on ``texts``; the
+    share of their tokens it reads as ``<unk>`` (characters it never saw) is logged."""
+    symbols = list(saved["symbols"])
+    kept = symbols[symbols.index(MASK_SYMBOL) + 1:]
+    added = [s for s in dict.fromkeys(sum(modality_symbols(cfg, settings), []))
+             if s not in kept]
+    vocab = Vocabulary(saved["sentencepiece_model"], kept + added, dictionary)
+    if list(dictionary.symbols[:len(symbols)]) != symbols:
+        raise ValueError("the checkpoint's vocabulary does not match its sentencepiece model")
+    tokens = [t for text in texts for t in vocab.encode(text)]
+    unknown = sum(t == dictionary.unk() for t in tokens)
+    logger.info(f"dictionary: the checkpoint's {len(symbols)} types, {len(added)} appended "
+                f"({', '.join(added[:5])}{', ...' if len(added) > 5 else ''})"
+                if added else f"dictionary: the checkpoint's {len(symbols)} types")
+    if unknown:
+        logger.warning(f"{unknown} of the training data's {len(tokens)} text tokens are <unk> to "
+                       f"the checkpoint's vocabulary (characters it never saw)")
     return vocab
 
 

@@ -233,6 +233,11 @@ class Modality:
         """adapter key -> module (inputs from ``collate`` -> ``AdapterOutput``)."""
         raise NotImplementedError
 
+    def load_pretrained(self, adapters: Mapping[str, Any], model_cfg) -> None:
+        """Start ``adapters`` (key -> module, as ``build_adapters`` made them) from weights a
+        user brings, named in the model options (a backbone's file); called when a model
+        is built for training, not when a checkpoint is read. Default: nothing."""
+
     # -- outputs -----------------------------------------------------------------------------------
     def target_length(self, value: Any, slot: Slot, ctx: Context) -> int:
         """Decoder steps of the target, end of sequence excluded."""

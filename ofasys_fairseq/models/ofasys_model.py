@@ -99,6 +99,16 @@ class OFASysModel(FairseqEncoderDecoderModel):
     # set by the task when it fine-tunes a checkpoint (--finetune-from-model)
     extends_checkpoint = False
 
+    def load_pretrained_parts(self, cfg) -> None:
+        """Each modality's adapters from the weights a user brings (``load_pretrained``):
+        a model built to train, not to read a checkpoint into."""
+        encoder = self.encoder
+        for modality in registered_modalities():
+            adapters = {key: encoder.adapters[key] for key, name in encoder.modality_of.items()
+                        if name == modality.name}
+            if adapters:
+                modality.load_pretrained(adapters, cfg)
+
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
         if self.extends_checkpoint:
             state_dict = self._fitted_checkpoint(state_dict)

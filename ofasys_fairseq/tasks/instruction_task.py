@@ -435,6 +435,8 @@ class InstructionTask(FairseqTask):
         self.prepare()
         model = super().build_model(cfg, from_checkpoint)
         model.extends_checkpoint = self.finetuning_from is not None
+        if not from_checkpoint:  # training: pretrained parts (a checkpoint's weights win)
+            model.load_pretrained_parts(cfg)
         if not self.cfg.no_eval_metrics:
             self.sequence_generator = self._sequence_generator(
                 [model], argparse.Namespace(beam=self.cfg.eval_beam, max_len_a=0,

@@ -11,6 +11,8 @@ given learned 2-D positions (a row plus a column embedding). The tables have the
 the run's ``--image-size``; a slot of another size (``[IMAGE:img,size=64]``) gets them
 linearly interpolated to its grid, so one adapter reads images of every size.
 """
+import logging
+import os
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -22,6 +24,8 @@ from torch import Tensor
 
 from ..base import AdapterOutput
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD
+
+logger = logging.getLogger(__name__)
 
 RESNET_STRIDE = 16  # after stage 3
 RESNET_STAGE3_CHANNELS = {18: 256, 34: 256, 50: 1024, 101: 1024, 152: 1024}
@@ -81,6 +85,25 @@ def resnet_stage3(depth: int) -> nn.Sequential:
     resnet = getattr(torchvision.models, f"resnet{depth}")(weights=None)
     return nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool,
                          resnet.layer1, resnet.layer2, resnet.layer3)
+
+
+def load_resnet_weights(stages: nn.Sequential, depth: int, path: str) -> None:
+    """Fill ``resnet_stage3(depth)`` from a file of torchvision ResNet-``depth`` weights
+    (its whole state dict), read without unpickling code (``weights_only``)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--resnet-weights {path}: no such file")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    resnet = getattr(torchvision.models, f"resnet{depth}")(weights=None)
+    try:
+        resnet.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as error:
+        raise ValueError(f"--resnet-weights {path}: not the weights of torchvision's "
+                         f"resnet{depth} (--resnet-depth {depth}): {str(error)[:300]}") from None
+    parts = (resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool, resnet.layer1,
+             resnet.layer2, resnet.layer3)
+    for stage, part in zip(stages, parts):
+        stage.load_state_dict(part.state_dict())
+    logger.info(f"image backbone: stages 1-3 of resnet{depth} from {path}")
 
 
 class ImageAdapter(nn.Module):

@@ -16,7 +16,7 @@ from PIL import Image
 from ...instruction import AttrSpec, Slot
 from ..base import ENCODER, FEATURES, Context, Modality, unique
 from .adapter import (DEFAULT_GEOMETRY, IMAGE_ADAPTORS, ImageGeometry, adapter_key,
-                      build_image_adapter)
+                      build_image_adapter, load_resnet_weights)
 from .decode import DecodedImage, decode_image, image_from_python
 from .preprocess import DEFAULT_IMAGE_RECIPE, IMAGE_RECIPES, ImagePreprocessor
 
@@ -41,6 +41,10 @@ class ImageModelOptions(FairseqDataclass):
     resnet_depth: int = field(default=50, metadata={
         "help": "depth of the torchvision ResNet whose stages 1-3 embed images "
                 "(18, 34, 50, 101 or 152)"})
+    resnet_weights: Optional[str] = field(default=None, metadata={
+        "help": "start those stages from torchvision ResNet weights in this file (a state "
+                "dict of the whole resnet<depth>, e.g. resnet50-11ad3fa6.pth as torchvision "
+                "downloads it), read with torch.load(weights_only=True); training runs only"})
 
 
 def recipe_of(slot: Slot) -> str:
@@ -150,6 +154,12 @@ class ImageModality(Modality):
         return {adapter_key(a): build_image_adapter(a, geometry_of(settings), embed_dim,
                                                     model_cfg.resnet_depth)
                 for a in settings["adaptors"]}
+
+    def load_pretrained(self, adapters, model_cfg) -> None:
+        path = getattr(model_cfg, "resnet_weights", None)
+        resnet = adapters.get(adapter_key("resnet"))
+        if path and resnet is not None:
+            load_resnet_weights(resnet.backbone, model_cfg.resnet_depth, path)
 
     def _preprocessor(self, slot: Slot, size: int, train: bool) -> ImagePreprocessor:
         key = (slot, size, train)

@@ -1,6 +1,10 @@
 """Image adapters: patch grids, 2-D positions, gradients and the checks on image size."""
+import demo_data
 import pytest
 import torch
+import torchvision
+from fairseq import tasks
+from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
 from ofasys_fairseq.modalities import get_modality
 from ofasys_fairseq.modalities.base import AdapterOutput
@@ -8,6 +12,7 @@ from ofasys_fairseq.modalities.image.adapter import (IMAGE_ADAPTORS, RESNET_STAG
                                                      ImageAdapter, ImageGeometry, adapter_key,
                                                      build_image_adapter, resnet_stage3)
 from ofasys_fairseq.models.ofasys_model import OFASysConfig
+from tests.tasks.test_instruction_task import parse_args
 
 DIM = 32
 GEOMETRY = ImageGeometry(64, 16)
@@ -215,3 +220,34 @@ def test_resnet_depth_sets_the_projection():
     assert isinstance(adapter.project, torch.nn.Identity)  # 256 channels = model width
     adapter = build_image_adapter("resnet", GEOMETRY, DIM, resnet_depth=18)
     assert adapter.project.in_features == 256 and adapter.project.out_features == DIM
+
+
+def test_resnet_weights_start_the_backbone_of_a_model_built_to_train(tmp_path):
+    """torchvision ResNet weights a user downloaded (--resnet-weights) fill stages 1-3 when
+    the model is built for training; a model built to read a checkpoint does not look for
+    the file (it may be gone); weights of another depth are refused, naming the file."""
+    data = demo_data.write_shapes(str(tmp_path), train=8, valid=4)
+    torch.manual_seed(0)
+    weights = torchvision.models.resnet18(weights=None).state_dict()
+    path = tmp_path / "resnet18.pth"
+    torch.save(weights, path)
+
+    def build(depth_and_file, from_checkpoint=False):
+        cfg = convert_namespace_to_omegaconf(parse_args(
+            data, "[IMAGE:image] what does the image describe? -> [TEXT:caption]",
+            "--image-size", "64", "--embed-dim", "32", "--ffn-embed-dim", "64",
+            "--encoder-layers", "1", "--decoder-layers", "1", *depth_and_file))
+        task = tasks.setup_task(cfg.task)
+        return task.build_model(cfg.model, from_checkpoint=from_checkpoint)
+
+    backbone = build(["--resnet-depth", "18", "--resnet-weights", str(path)]).encoder.adapters[
+        "image_resnet"].backbone
+    assert torch.equal(backbone[0].weight, weights["conv1.weight"])
+    assert torch.equal(backbone[6][1].conv2.weight, weights["layer3.1.conv2.weight"])
+    assert torch.equal(backbone[1].running_var, weights["bn1.running_var"])
+    path.unlink()
+    build(["--resnet-depth", "18", "--resnet-weights", str(path)], from_checkpoint=True)
+    torch.save(torchvision.models.resnet34(weights=None).state_dict(), path)
+    with pytest.raises(ValueError, match=f"--resnet-weights {path}: not the weights of "
+                                         f"torchvision's resnet18"):
+        build(["--resnet-depth", "18", "--resnet-weights", str(path)])

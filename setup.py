@@ -39,8 +39,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest", "hypothesis", "pycocoevalcap"],
-        # the demo's real tables (scripts/demo_tables.py)
-        "demo": ["statsmodels==0.15.0", "vega-datasets"],
+        # the demo's real tables (scripts/demo_tables.py) and its report's curves
+        "demo": ["statsmodels==0.15.0", "vega-datasets", "matplotlib"],
     },
     entry_points={
         "console_scripts": [

@@ -24,6 +24,7 @@ import time
 from typing import Dict, List, Sequence, Tuple
 
 import demo_data
+import demo_report
 import demo_speech
 import demo_tables
 from omegaconf import OmegaConf
@@ -189,6 +190,7 @@ def evaluate_task(name: str, spec: dict, data_dir: str, checkpoint: str, work_di
                                        kept + ".png"))
     return {"task": name, "metric": metric, "validation": best.get(f"{name}_{metric}", math.nan),
             "generate": generate_score, "examples": examples, "pictures": pictures,
+            "data_dir": data_dir,
             "recordings": transcribe_recordings(model, name) if metric == "wer" else []}
 
 
@@ -372,20 +374,24 @@ def quality_ratio(metric: str, generalist: float, specialist: float) -> float:
 
 
 def print_ratios(results: List[Dict[str, object]], batches: Dict[str, int],
-                 specialists: Dict[str, float]) -> None:
+                 specialists: Dict[str, float]) -> Dict[str, Dict[str, float]]:
+    """Print the table; task -> its batches, specialist's value and ratio."""
     print("\n" + "=" * 78)
     print("Generalist / specialist, same model and recipe, same batches per task "
           "(best validation):")
     print(f"{'task':<22} {'metric':<9} {'batches':>8} {'generalist':>11} {'specialist':>11} "
           f"{'ratio':>7}")
-    ratios = []
+    ratios = {}
     for r in results:
         special = specialists[r["task"]]
         ratio = quality_ratio(r["metric"], r["validation"], special)
-        ratios.append(ratio)
+        ratios[r["task"]] = {"batches": batches[r["task"]], "specialist": special,
+                             "ratio": ratio}
         print(f"{r['task']:<22} {r['metric']:<9} {batches[r['task']]:>8} "
               f"{r['validation']:>11.2f} {special:>11.2f} {ratio:>7.3f}")
-    print(f"{'mean ratio':<52} {sum(ratios) / len(ratios):>22.3f}")
+    mean = sum(r["ratio"] for r in ratios.values()) / len(ratios)
+    print(f"{'mean ratio':<52} {mean:>22.3f}")
+    return ratios
 
 
 def main() -> None:
@@ -410,11 +416,15 @@ def main() -> None:
     data_dirs = write_data(args.out, tasks)
     log, results = train_generalist(args.out, tasks, data_dirs)
     print_report(results)
+    ratios = None
     if args.specialists:
         batch_size = OmegaConf.load(os.path.join(CONFIG_DIR, CONFIG_NAME + ".yaml")).dataset.batch_size
         batches = trained_batches(log, tasks, batch_size)
-        print_ratios(results, batches, train_specialists(args.out, tasks, data_dirs, batches))
-    print(f"\ndemo finished in {time.time() - start:.0f}s; outputs under {args.out}")
+        ratios = print_ratios(results, batches,
+                              train_specialists(args.out, tasks, data_dirs, batches))
+    html_report, md_report = demo_report.write_report(args.out, results, log, ratios)
+    print(f"\nreport: {html_report} (self-contained) and {md_report}")
+    print(f"demo finished in {time.time() - start:.0f}s; outputs under {args.out}")
 
 
 if __name__ == "__main__":

@@ -21,13 +21,18 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import Dict, List, Sequence, Tuple
+import warnings
+from typing import Dict, List, Optional, Sequence, Tuple
 
-import demo_data
-import demo_report
-import demo_speech
-import demo_tables
-from omegaconf import OmegaConf
+# fairseq calls torch.jit.script, deprecated in torch 2.x: nothing a demo user can act on
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated",
+                        category=FutureWarning)
+
+import demo_data  # noqa: E402
+import demo_report  # noqa: E402
+import demo_speech  # noqa: E402
+import demo_tables  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 USER_DIR = os.path.join(ROOT, "ofasys_fairseq")
@@ -78,9 +83,10 @@ def write_data(out_dir: str, tasks: Dict[str, dict]) -> Dict[str, str]:
     return {task: written[os.path.basename(spec["data"])] for task, spec in tasks.items()}
 
 
-def run_tool(tool: str, args: Sequence[str], log_path: str, echo=lambda line: False,
+def run_tool(tool: str, args: Sequence[str], log_path: str, echo=lambda line: None,
              cwd: str = None) -> str:
-    """Run ``fairseq_cli.<tool>``, tee its output to ``log_path``, echo chosen lines."""
+    """Run ``fairseq_cli.<tool>``, its whole output to ``log_path``; ``echo`` gives the
+    short console line of an output line, or None."""
     command = [sys.executable, "-m", f"fairseq_cli.{tool}", *args]
     lines: List[str] = []
     with open(log_path, "w", encoding="utf-8") as log, subprocess.Popen(
@@ -89,16 +95,29 @@ def run_tool(tool: str, args: Sequence[str], log_path: str, echo=lambda line: Fa
         for line in proc.stdout:
             log.write(line)
             lines.append(line)
-            if echo(line):
-                print("   ", line.rstrip().split(" | ", 2)[-1], flush=True)
+            shown = echo(line)
+            if shown:
+                print("   ", shown, flush=True)
     if proc.returncode != 0:
         sys.exit(f"{tool} failed (exit {proc.returncode}); see {log_path}:\n"
                  + "".join(lines[-30:]))
     return "".join(lines)
 
 
-def is_progress_line(line: str) -> bool:
-    return "[train]" in line or "valid on 'valid' subset" in line
+def progress_line(line: str) -> Optional[str]:
+    """One short console line per epoch of training and per validation (the full lines
+    stay in the log file)."""
+    fields = log_fields(line)
+    if "num_updates" not in fields:
+        return None
+    if "[train][INFO]" in line:
+        return (f"epoch {line.split('epoch ')[1].split()[0]}: {fields['num_updates']:.0f} "
+                f"updates, loss {fields.get('loss', math.nan):.2f}, "
+                f"{fields.get('ups', math.nan):.1f} updates/s")
+    if "valid on 'valid' subset" in line:
+        value = ("score", fields["score"]) if "score" in fields else ("loss", fields["loss"])
+        return f"validation after {fields['num_updates']:.0f} updates: {value[0]} {value[1]:.2f}"
+    return None
 
 
 def log_fields(line: str) -> Dict[str, float]:
@@ -119,7 +138,7 @@ def trained_batches(log: str, tasks: Dict[str, dict], batch_size: int) -> Dict[s
             for name, spec in tasks.items()}
 
 
-def hydra_train(overrides: Sequence[str], work_dir: str, echo=is_progress_line) -> str:
+def hydra_train(overrides: Sequence[str], work_dir: str, echo=progress_line) -> str:
     given = {o.split("=")[0] for o in overrides}  # a run's own settings win
     overrides = [*overrides, *(o for o in EXTRA_OVERRIDES if o.split("=")[0] not in given)]
     shutil.rmtree(work_dir, ignore_errors=True)  # train from scratch, never resume
@@ -245,7 +264,8 @@ def train_generalist(out_dir: str, tasks: Dict[str, dict],
     work_dir = os.path.join(out_dir, "generalist")
     start = time.time()
     log = hydra_train(data_overrides(data_dirs), work_dir)
-    print(f"   trained in {time.time() - start:.0f}s", flush=True)
+    print(f"   trained in {time.time() - start:.0f}s; full log: "
+          f"{os.path.join(work_dir, 'train.log')}", flush=True)
     best = max(validations(log), key=lambda v: v.get("score", -math.inf))
 
     from ofasys_fairseq import OFASys  # imported late: fairseq start-up is slow

@@ -263,7 +263,8 @@ def write_table_task(out_dir: str, name: str, train: int = 2000, valid: int = 20
         "text_to_sql": lambda i: text_to_sql_example(rng, sources),
         "sudoku": lambda i: sudoku_example(rng, grids),
     }[name]
-    examples = [make(i) for i in tqdm(range(train + valid), desc=name, leave=False)]
+    examples = [make(i) for i in tqdm(range(train + valid), desc=name, leave=False,
+                                            disable=None)]
     _write_split(task_dir, "train", examples[:train])
     _write_split(task_dir, "valid", examples[train:])
     return task_dir

@@ -60,3 +60,18 @@ def test_trained_batches_count_each_tasks_samples_in_its_own_batch_size():
     log = "\n".join([epoch.format(1, 20), "an unrelated line", epoch.format(2, 40)])
     tasks = {"text": {}, "speech": {"batch_size": 16}}
     assert demo.trained_batches(log, tasks, batch_size=32) == {"text": 20, "speech": 20}
+
+
+def test_the_console_gets_one_short_line_per_epoch_and_validation():
+    """fairseq's lines as fairseq-hydra-train logs them; the full ones stay in the log."""
+    epoch = ("[2026-12-03 08:30:28,491][train][INFO] - epoch 003 | loss 9.378 | nll_loss 9.307 "
+             "| nli_loss 1.2 | nli_tokens 11148 | wps 781 | ups 2.14 | wpb 364.9 | bsz 23.5 | "
+             "num_updates 168 | lr 0.00084 | gnorm 3.178 | train_wall 25 | wall 80")
+    valid = ("[2026-12-03 08:30:28,380][valid][INFO] - epoch 003 | valid on 'valid' subset | "
+             "loss 7.847 | nll_loss 7.738 | nli_loss 9.191 | nli_accuracy 61.5 | score 61.5 | "
+             "wps 3000 | wpb 400 | bsz 60 | num_updates 168 | best_score 61.5")
+    inner = ("[2026-12-03 08:30:20,000][train_inner][INFO] - epoch 003:  50 / 56 loss=9.4, "
+             "num_updates=150")
+    assert demo.progress_line(epoch) == "epoch 003: 168 updates, loss 9.38, 2.1 updates/s"
+    assert demo.progress_line(valid) == "validation after 168 updates: score 61.50"
+    assert demo.progress_line(inner) is None and demo.progress_line("loading data") is None

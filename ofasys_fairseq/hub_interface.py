@@ -71,7 +71,7 @@ class OFASys:
         return next(self.model.parameters()).device
 
     def inference(self, instruction: Optional[str] = None,
-                  data: Union[Sequence[Mapping[str, object]], str, os.PathLike] = (),
+                  data: Union[Sequence[Mapping[str, object]], str, os.PathLike, Table] = (),
                   beam: int = 5,
                   max_len: Optional[int] = None,
                   batch_size: int = 128,
@@ -85,7 +85,7 @@ class OFASys:
             data: rows as dicts of column -> value (the target column is not needed),
                 or the path of a data file (``.jsonl``, ``.tsv``, ``.csv``, as for
                 training; relative file paths in its cells are read from its directory,
-                and errors name its lines).
+                and errors name its lines), or that file's ``Table``.
             beam: beam size.
             max_len: longest output, not counting the forced ``no_loss`` prefix: tokens
                 (default 64), or decoder steps of a continuous output (default: what the
@@ -108,8 +108,7 @@ class OFASys:
             directory.
         """
         trained = self._trained_task(task)
-        table = Table(os.fspath(data)) if isinstance(data, (str, os.PathLike)) \
-            else InMemoryTable(data)
+        table = _table_of(data)
         plan = self.plan(instruction, task).bind_columns(table.columns)
         target = get_modality(plan.target.modality)
         for column, values in (labels or {}).items():
@@ -132,3 +131,12 @@ class OFASys:
                         plan.target.column: self.task.output(batch, row, prediction)}
                 progress.update(len(batch_indices))
         return results
+
+
+def _table_of(data) -> "Table | InMemoryTable":
+    """``inference``'s rows as a table: a data file's (by path or already read) or given."""
+    if isinstance(data, Table):
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        return Table(os.fspath(data))
+    return InMemoryTable(data)

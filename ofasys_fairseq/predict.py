@@ -64,7 +64,7 @@ def predict(args: argparse.Namespace) -> int:
     model = OFASys.from_pretrained(args.checkpoint, device=args.device)
     plan = model.plan(args.instruction, args.task)
     table = Table(args.data)
-    predictions = model.inference(args.instruction, data=args.data, beam=args.beam,
+    predictions = model.inference(args.instruction, data=table, beam=args.beam,
                                   max_len=args.max_len, batch_size=args.batch_size,
                                   max_tokens=args.max_tokens, labels=read_labels(args.labels),
                                   task=args.task)

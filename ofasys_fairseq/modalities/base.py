@@ -119,6 +119,9 @@ class Modality:
     # settings that come from the run's options even when a checkpoint brings settings
     # (they do not shape the model: AUDIO's vocoder)
     run_options: Tuple[str, ...] = ()
+    # settings that give a trained model's symbols or weights their meaning: fine-tuning a
+    # checkpoint must keep its values (BOX's number of location bins)
+    checkpoint_options: Tuple[str, ...] = ()
     # architecture name -> this modality's option defaults for it (``--arch``)
     architecture_defaults: Mapping[str, Mapping[str, Any]] = {}
 

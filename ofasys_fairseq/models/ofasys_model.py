@@ -121,12 +121,15 @@ class OFASysModel(FairseqEncoderDecoderModel):
         modules this task does not use are left out. Every other weight is the
         checkpoint's, unchanged."""
         own = self.state_dict()
+        fresh_types = self.encoder.type_rows_by_name(state_dict, "encoder.")
         fitted, fresh = {}, []
         for name, value in own.items():
             saved = state_dict.get(name)
             if saved is None:
                 fitted[name] = value
                 fresh.append(name)
+            elif not isinstance(value, torch.Tensor):  # a module's extra state
+                fitted[name] = saved
             elif (saved.shape != value.shape and saved.dim() > 0
                   and saved.shape[1:] == value.shape[1:] and len(saved) < len(value)):
                 fitted[name] = torch.cat([saved.to(value.dtype), value[len(saved):]])
@@ -135,6 +138,7 @@ class OFASysModel(FairseqEncoderDecoderModel):
         unused = [n for n in state_dict if n not in own]
         logger.info(f"fine-tuning: {len(fresh)} tensors start fresh"
                     + (f" (in {_modules(fresh)})" if fresh else "")
+                    + (f"; fresh type rows: {', '.join(fresh_types)}" if fresh_types else "")
                     + (f"; left out, unused by this task: {_modules(unused)}" if unused else ""))
         return fitted
 

@@ -133,12 +133,38 @@ class UniversalEncoder(FairseqEncoder):
     def max_positions(self) -> int:
         return self.max_source_positions
 
+    # The type rows' names travel with them in the state dict: a fine-tuning run that reads
+    # other modalities than its checkpoint maps rows by name (``type_rows_by_name``).
+    def get_extra_state(self) -> Dict[str, List[str]]:
+        return {"type_names": list(self.type_index)}
+
+    def set_extra_state(self, state: Mapping[str, List[str]]) -> None:
+        if list(state["type_names"]) != list(self.type_index):
+            raise ValueError(f"the checkpoint's encoder embeds {state['type_names']}, this model "
+                             f"{list(self.type_index)}")
+
+    def type_rows_by_name(self, state_dict, prefix: str) -> List[str]:
+        """In ``state_dict`` (a checkpoint to fine-tune), this model's type rows: the
+        checkpoint's row of each name it has, this model's fresh row for the others,
+        whose names are returned."""
+        extra, types = f"{prefix}_extra_state", f"{prefix}type_embedding.weight"
+        saved_names = state_dict.get(extra, {}).get("type_names")
+        if saved_names is None:  # written before the names were saved: only row 0 is known
+            saved_names = [TOKENS_ADAPTER]
+        saved_rows = dict(zip(saved_names, state_dict[types]))
+        state_dict[types] = torch.stack([saved_rows.get(name, own) for name, own in
+                                         zip(self.type_index, self.type_embedding.weight)])
+        state_dict[extra] = self.get_extra_state()
+        return [name for name in self.type_index if name not in saved_rows]
+
     def upgrade_state_dict_named(self, state_dict, name: str):
         """Checkpoints written before modalities were plug-ins named the token adapter
         ``text``, had a (TEXT, IMAGE) type row whatever the model read, and no slot
         embeddings: rename, keep the rows this model has, add zero slot embeddings (which
-        leave such a model computing what it did)."""
+        leave such a model computing what it did). Checkpoints written before the type
+        rows' names were saved have this model's rows (it was built from their settings)."""
         prefix = f"{name}." if name else ""
+        state_dict.setdefault(f"{prefix}_extra_state", self.get_extra_state())
         old = f"{prefix}adapters.text."
         old_keys = [key for key in state_dict if key.startswith(old)]
         if not old_keys:

@@ -148,6 +148,8 @@ class InstructionTask(FairseqTask):
         else:
             saved = upgrade_task_state(torch.load(self.finetuning_from, map_location="cpu")
                                        ["task_state"])
+            check_finetuning_options(saved["modalities"], self.modality_settings,
+                                     self.finetuning_from)
             logger.info(f"fine-tuning {self.finetuning_from}: its vocabulary, extended")
             self.use_vocabulary(extend_vocabulary(saved["vocabulary"], self.cfg, texts,
                                                   self.dictionary, self.modality_settings))
@@ -672,6 +674,20 @@ def modality_symbols(cfg: InstructionCommonConfig, settings: Mapping[str, Mappin
     fitted = [symbol for m in modalities if m.name in settings
               for symbol in m.fitted_symbols(settings[m.name])]
     return reserved, fitted
+
+
+def check_finetuning_options(saved: Mapping[str, Mapping[str, Any]],
+                             settings: Mapping[str, Mapping[str, Any]], path: str) -> None:
+    """A ValueError naming every option of this run that differs from the checkpoint's
+    where a modality's ``checkpoint_options`` say the trained model depends on it."""
+    differing = [f"--{key.replace('_', '-')} {saved[name][key]} (this run: {value})"
+                 for name, run in settings.items() if name in saved
+                 for key, value in run.items()
+                 if key in get_modality(name).checkpoint_options
+                 and saved[name].get(key, value) != value]
+    if differing:
+        raise ValueError(f"fine-tuning {path}: its model was trained with "
+                         f"{', '.join(differing)}; pass the checkpoint's value")
 
 
 def extend_vocabulary(saved: Mapping[str, Any], cfg: InstructionCommonConfig,

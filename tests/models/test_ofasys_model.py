@@ -170,3 +170,38 @@ def test_incremental_state_reorders_like_the_batch(small):
             step, _ = model.decoder(prev[:, :t + 1], encoder_out=encoder_out,
                                     incremental_state=state)
             assert torch.allclose(step[:, 0], full[:, t], atol=1e-4), t
+
+
+# --- fine-tuning: type rows by name ------------------------------------------------------------
+
+def encoder_reading(*modalities):
+    from fairseq.data import Dictionary
+    from fairseq.models.transformer import TransformerConfig
+
+    from ofasys_fairseq.models.universal_encoder import UniversalEncoder
+    cfg = TransformerConfig()
+    cfg.encoder.embed_dim, cfg.encoder.layers = 8, 1
+    keys = {m.lower(): m for m in modalities}
+    adapters = torch.nn.ModuleDict({TOKENS_ADAPTER: torch.nn.Identity(),
+                                    **{k: torch.nn.Identity() for k in keys}})
+    return UniversalEncoder(cfg, Dictionary(), adapters, keys)
+
+
+def test_a_checkpoint_keeps_its_type_rows_names_and_fine_tuning_maps_rows_by_them():
+    torch.manual_seed(0)
+    checkpoint = encoder_reading("IMAGE", "AUDIO").state_dict()
+    assert checkpoint["_extra_state"] == {"type_names": [TOKENS_ADAPTER, "AUDIO", "IMAGE"]}
+    saved = checkpoint["type_embedding.weight"].clone()
+    tuned = encoder_reading("IMAGE", "VIDEO")  # rows: tokens, IMAGE, VIDEO
+    fresh = tuned.type_rows_by_name(checkpoint, "")
+    assert fresh == ["VIDEO"]
+    rows = checkpoint["type_embedding.weight"]
+    assert torch.equal(rows[0], saved[0]) and torch.equal(rows[1], saved[2])  # tokens, IMAGE
+    assert torch.equal(rows[2], tuned.type_embedding.weight[2])  # VIDEO: this model's own
+    tuned.load_state_dict({k: v for k, v in checkpoint.items() if k in tuned.state_dict()})
+
+
+def test_a_checkpoint_of_other_type_rows_is_refused_when_not_fine_tuning():
+    with pytest.raises(ValueError, match=r"the checkpoint's encoder embeds \['tokens', 'AUDIO'\], "
+                                         r"this model \['tokens', 'IMAGE'\]"):
+        encoder_reading("IMAGE").load_state_dict(encoder_reading("AUDIO").state_dict())

@@ -109,6 +109,7 @@ class BoxModality(Modality):
     name = "BOX"
     attributes = {"no_loss": NO_LOSS}
     choices = {"preprocess": ("box",), "adaptor": ("text",)}  # location tokens in the text
+    checkpoint_options = ("num_bins",)  # <bin_k> means k / (num_bins - 1) of the image
 
     def check_slot(self, slot: Slot, template) -> Optional[Tuple[int, str]]:
         image = self.anchor(slot, template)

@@ -41,6 +41,7 @@ setup(
         "test": ["pytest", "hypothesis", "pycocoevalcap"],
         # the demo's real tables (scripts/demo_tables.py) and its report's curves
         "demo": ["statsmodels==0.15.0", "vega-datasets", "matplotlib"],
+        "wandb": ["wandb"],  # --wandb-project
     },
     entry_points={
         "console_scripts": [

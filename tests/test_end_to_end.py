@@ -113,9 +113,26 @@ def test_resume_continues_from_checkpoint_last(trained, tmp_path):
     assert re.search(r"Loaded checkpoint .*checkpoint_last\.pt \(epoch 5 @ "
                      rf"{first_updates} updates\)", log), log[-3000:]
     assert "taking the vocabulary and labels from" in log
+    assert "train.jsonl: 900 examples' sizes from the index cache (no scan)" in log
     metrics = valid_metrics(log)
     assert len(metrics) == 1 and int(metrics[0]["num_updates"]) > first_updates
     assert float(metrics[0]["accuracy"]) >= 90.0
+
+
+def test_the_index_cache_changes_no_batch_and_no_loss(trained, tmp_path):
+    """A run reading the training file's sizes from the index cache (the fixture's run
+    built it) trains exactly as one that scans the file."""
+    def losses(save_dir, *extra):
+        log = fairseq("train", trained["data"], "--user-dir", USER_DIR, "--instruction",
+                      INSTRUCTION, *MODEL_ARGS, "--max-update", "30", "--log-interval", "5",
+                      "--save-dir", str(save_dir), *extra)
+        return re.findall(r"train_inner \| .*? loss=([\d.]+)", log), log
+
+    cached, log = losses(tmp_path / "cached")
+    assert "examples' sizes from the index cache (no scan)" in log
+    scanned, log = losses(tmp_path / "scanned", "--no-data-cache")
+    assert "index cache" not in log
+    assert len(cached) == 6 and cached == scanned
 
 
 def test_generate_prints_labels_and_python_api_reproduces_them(trained, tmp_path):

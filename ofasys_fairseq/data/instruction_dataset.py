@@ -4,8 +4,9 @@ plan (``example_builder.py`` asks each slot's modality what its cell means).
 Opening the dataset scans every row once: it checks that each column the instruction
 names is present with a usable value (errors name file, line and column), and records
 sizes so that ``--max-tokens`` batching, ordering and size filtering work as in any
-fairseq task. Items are then built on demand from ``table[index]`` (in DataLoader
-workers).
+fairseq task. Where nothing but the sizes is needed (training, inference), they are kept
+in the index cache (``index_cache.py``): later starts map them instead of scanning. Items
+are then built on demand from ``table[index]`` (in DataLoader workers).
 """
 import logging
 from typing import Any, Dict, List, Mapping, Optional, Sequence
@@ -21,7 +22,8 @@ from ..modalities.base import CONTINUOUS
 from ..plan import TaskPlan
 from .example_builder import Example, ExampleBuilder
 from .features import collate_features
-from .table import DataError, InvalidRows
+from .index_cache import cached_index, fingerprint
+from .table import DataError, InvalidRows, Table
 from .vocabulary import Vocabulary
 
 logger = logging.getLogger(__name__)
@@ -41,13 +43,17 @@ class InstructionDataset(FairseqDataset):
         decode_all: decode every cell in full while scanning (a validation pass: every
             image decoded); otherwise heavy cells are first decoded when their batch is
             built.
+        cached: keep the scan's sizes in the index cache where nothing else is needed
+            (a ``Table``, no references to collect, no ``decode_all``).
+        cache_dir: where the index cache lives (default: beside the data file).
     """
 
     def __init__(self, table, plan: TaskPlan, vocab: Vocabulary,
                  settings: Mapping[str, Mapping[str, Any]],
                  closed_set: Optional[ClosedSet] = None, train: bool = False,
                  with_target: bool = True, seed: int = 1, skip_invalid_rows: bool = False,
-                 decode_all: bool = False):
+                 decode_all: bool = False, cached: bool = False,
+                 cache_dir: Optional[str] = None):
         self.table, self.plan, self.vocab, self.closed_set = table, plan, vocab, closed_set
         self.train, self.with_target, self.seed = train, with_target, seed
         self.epoch = 1
@@ -57,12 +63,28 @@ class InstructionDataset(FairseqDataset):
         self.builder = ExampleBuilder(plan, vocab, settings, closed_set, table.path,
                                       table.base_dir, train, with_target)
         self.references: List[Any] = []  # every row's reference, for corpus metrics
-        (self.rows, self.src_sizes, self.tgt_sizes,
-         self.feature_sizes) = self._scan(skip_invalid_rows, decode_all)
+        self.invalid_rows: List[DataError] = []  # skipped (--skip-invalid-rows), when scanned
+        needs_scan = decode_all or (with_target and not train) or not isinstance(table, Table)
+        if cached and not needs_scan:
+            key = fingerprint(plan.templates, vocab.state_dict(), settings,
+                              closed_set.labels if closed_set else None, train, with_target,
+                              skip_invalid_rows)
+            index = cached_index(table.path, f"examples.{key[:16]}", key,
+                                 lambda: self._scan(skip_invalid_rows, decode_all), cache_dir)
+            arrays, info = index.arrays, index.info
+            if not index.built:
+                logger.info(f"{table.path}: {len(arrays['rows'])} examples' sizes from the "
+                            f"index cache (no scan)")
+        else:
+            arrays, info = self._scan(skip_invalid_rows, decode_all)
+        self._report(info)
+        self.rows, self.src_sizes, self.tgt_sizes, self.feature_sizes = (
+            arrays["rows"], arrays["src_sizes"], arrays["tgt_sizes"], arrays["feature_sizes"])
 
     # -- scanning ------------------------------------------------------------
     def _scan(self, skip_invalid_rows: bool, decode_all: bool):
-        """Check every row and record its sizes; all bad rows are reported at once."""
+        """Check every row and record its sizes; all bad rows are reported at once.
+        Returns the arrays and what ``_report`` logs."""
         rows, src_sizes, tgt_sizes, feature_sizes, errors = [], [], [], [], []
         for ctx in self.builder.contexts.values():
             ctx.notes.clear()
@@ -84,18 +106,27 @@ class InstructionDataset(FairseqDataset):
                 self.references.append(self.builder.reference(values, self.plan.templates[0]))
         if errors and not skip_invalid_rows:
             raise errors[0] if len(errors) == 1 else InvalidRows(errors, self.table.path)
-        if errors:
-            logger.warning(f"skipped {len(errors)} invalid rows of {self.table.path} "
-                           f"(--skip-invalid-rows); first: {errors[0]}")
-        for ctx in self.builder.contexts.values():
-            for note, count in sorted(ctx.notes.items()):
-                logger.info(f"{self.table.path}: {count} {note}")
-        self.invalid_rows: List[DataError] = errors  # skipped (--skip-invalid-rows)
+        self.invalid_rows = errors
         if not rows:
             raise DataError("no usable rows", self.table.path)
         width = len(self.plan.templates[0].feature_slots)
-        return (np.array(rows), np.array(src_sizes), np.array(tgt_sizes),
-                np.array(feature_sizes, dtype=np.int64).reshape(len(rows), width))
+        notes = {note: count for ctx in self.builder.contexts.values()
+                 for note, count in sorted(ctx.notes.items())}
+        return ({"rows": np.array(rows, dtype=np.int32),
+                 "src_sizes": np.array(src_sizes, dtype=np.int32),
+                 "tgt_sizes": np.array(tgt_sizes, dtype=np.int32),
+                 "feature_sizes": np.array(feature_sizes, dtype=np.int32).reshape(len(rows),
+                                                                                  width)},
+                {"skipped": len(errors), "first_skipped": str(errors[0]) if errors else None,
+                 "notes": notes})
+
+    def _report(self, info: Mapping[str, Any]) -> None:
+        """Log what the scan skipped (--skip-invalid-rows) and its modalities' notes."""
+        if info["skipped"]:
+            logger.warning(f"skipped {info['skipped']} invalid rows of {self.table.path} "
+                           f"(--skip-invalid-rows); first: {info['first_skipped']}")
+        for note, count in info["notes"].items():
+            logger.info(f"{self.table.path}: {count} {note}")
 
     # -- FairseqDataset contract ---------------------------------------------
     def __getitem__(self, index: int) -> Example:

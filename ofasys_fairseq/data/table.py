@@ -1,14 +1,18 @@
 """Random access to the rows of a data file (``.jsonl``, ``.tsv`` or ``.csv``).
 
-One pass at open time records the byte offset of every row; ``table[i]`` then
-seeks and parses only row ``i``. This keeps memory flat for large files and
-lets fairseq's batching, shuffling and sharding pick rows in any order.
-File handles are opened lazily so a table can be pickled into DataLoader workers.
+One pass at open time records the byte offset of every row (optionally cached:
+``index_cache.py``); ``table[i]`` then seeks and parses only row ``i``. This keeps memory
+flat for large files and lets fairseq's batching, shuffling and sharding pick rows in any
+order. File handles are opened lazily so a table can be pickled into DataLoader workers.
 """
 import csv
 import json
 import os
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, TypeVar
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
+
+import numpy as np
+
+from .index_cache import cached_index
 
 TABLE_EXTENSIONS = (".jsonl", ".tsv", ".csv")
 T = TypeVar("T")
@@ -73,43 +77,49 @@ class Table:
     Args:
         path: a ``.jsonl`` file (one JSON object per line) or a ``.tsv`` / ``.csv``
             file whose first line is a header.
+        cached: keep the row index in the index cache (built once, memory-mapped after).
+        cache_dir: where the index cache lives (default: beside the file).
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, cached: bool = False, cache_dir: Optional[str] = None):
         self.path = path
         self.base_dir = os.path.dirname(os.path.abspath(path))  # relative image paths
         self.format = os.path.splitext(path)[1].lower()
         if self.format not in TABLE_EXTENSIONS:
             raise DataError(f"unsupported file type, expected one of {TABLE_EXTENSIONS}", path)
         self.header: Optional[List[str]] = None
-        self._offsets: List[int] = []
-        self._lines: List[int] = []  # 1-based line number where each row starts
         self._file, self._file_pid = None, None
-        self._index()
+        if cached:
+            arrays, info, _ = cached_index(path, "rows", self.format, self._index, cache_dir)
+        else:
+            arrays, info = self._index()
+        self._offsets = arrays["offsets"]  # byte offset where each row starts
+        self._lines = arrays["lines"]  # its 1-based line number
+        self.header = info["header"]
 
     # -- indexing ------------------------------------------------------------
-    def _index(self) -> None:
+    def _index(self) -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]:
         with open(self.path, "rb") as f:
-            if self.format == ".csv":
-                self._index_csv(f)
-            else:
-                self._index_lines(f)
+            offsets, lines = self._index_csv(f) if self.format == ".csv" else self._index_lines(f)
+        return ({"offsets": np.array(offsets, dtype=np.int64),
+                 "lines": np.array(lines, dtype=np.int32)}, {"header": self.header})
 
-    def _index_lines(self, f) -> None:
-        offset = 0
+    def _index_lines(self, f) -> Tuple[List[int], List[int]]:
+        offset, offsets, lines = 0, [], []
         for number, raw in enumerate(f, start=1):
             if self.format == ".tsv" and self.header is None:
                 text = _decode(raw, self.path, number, "utf-8-sig")  # Excel writes a BOM
                 self.header = _check_header(text.rstrip("\r\n").split("\t"), self.path)
             elif raw.strip(b"\r\n" if self.format == ".tsv" else None):
                 # empty lines hold no row; a tsv line of tabs is a row of empty fields
-                self._offsets.append(offset)
-                self._lines.append(number)
+                offsets.append(offset)
+                lines.append(number)
             offset += len(raw)
         if self.format == ".tsv" and self.header is None:
             raise DataError("empty file, expected a header line naming the columns", self.path)
+        return offsets, lines
 
-    def _index_csv(self, f) -> None:
+    def _index_csv(self, f) -> Tuple[List[int], List[int]]:
         # csv records may span several physical lines (quoted newlines): feed the
         # reader line by line and note where each record's first line started.
         starts: List[tuple] = []
@@ -124,24 +134,25 @@ class Table:
                               "utf-8-sig" if position["line"] == 1 else "utf-8")
 
         reader = csv.reader(lines())
-        consumed = 0
+        consumed, offsets, numbers = 0, [], []
         for record in reader:
             first = starts[consumed]
             consumed = len(starts)
             if self.header is None:
                 self.header = _check_header(record, self.path)
             elif record:
-                self._offsets.append(first[0])
-                self._lines.append(first[1])
+                offsets.append(first[0])
+                numbers.append(first[1])
         if self.header is None:
             raise DataError("empty file, expected a header line naming the columns", self.path)
+        return offsets, numbers
 
     # -- access --------------------------------------------------------------
     def __len__(self) -> int:
         return len(self._offsets)
 
     def line_number(self, index: int) -> int:
-        return self._lines[index]
+        return int(self._lines[index])
 
     @property
     def columns(self) -> Sequence[str]:
@@ -152,7 +163,7 @@ class Table:
 
     def __getitem__(self, index: int) -> Dict[str, object]:
         f = self._open()
-        f.seek(self._offsets[index])
+        f.seek(int(self._offsets[index]))
         if self.format == ".jsonl":
             return self._parse_json(f.readline(), index)
         if self.format == ".tsv":

@@ -71,6 +71,12 @@ class InstructionCommonConfig(ModalityTaskOptions):
     eval_beam: int = field(default=1, metadata={"help": "beam size for validation decoding"})
     eval_max_len: int = field(default=256, metadata={
         "help": "longest decoded sequence in validation, forced prefix included"})
+    data_cache_dir: Optional[str] = field(default=None, metadata={
+        "help": "where the data files' index caches live (row offsets and every example's "
+                "sizes, built once; default: .ofasys-cache/ beside each data file, or the user "
+                "cache directory where that is read-only)"})
+    no_data_cache: bool = field(default=False, metadata={
+        "help": "scan every data file at every start instead of keeping its index cache"})
     validate_data: bool = field(default=False, metadata={
         "help": "decode every cell in full while loading the data (every image decoded, every "
                 "box checked against it), reporting all bad rows before training "
@@ -163,7 +169,7 @@ class InstructionTask(FairseqTask):
                              "'[TEXT:src] -> [TEXT:tgt]')")
         if not self.cfg.data:
             raise ValueError("no data directory given (the first positional argument)")
-        table = Table(find_split_file(self.cfg.data, self.cfg.train_subset))
+        table = self.open_table(find_split_file(self.cfg.data, self.cfg.train_subset))
         plan = self.bind_plan(table)
         texts = self._scan_training_rows(table, plan)
         self.labels = self._collect_labels(plan, texts)
@@ -412,10 +418,14 @@ class InstructionTask(FairseqTask):
     # -- data --------------------------------------------------------------------
     def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs):
         self.prepare()
-        table = Table(find_split_file(self.cfg.data, split))
+        table = self.open_table(find_split_file(self.cfg.data, split))
         self.datasets[split] = self.dataset_for(table, self.bind_plan(table), with_target=True,
                                                 train=split == self.cfg.train_subset)
         logger.info(f"{split}: {len(self.datasets[split])} examples from {table.path}")
+
+    def open_table(self, path: str) -> Table:
+        """The data file at ``path``, its row index cached unless --no-data-cache."""
+        return Table(path, cached=not self.cfg.no_data_cache, cache_dir=self.cfg.data_cache_dir)
 
     def dataset_for(self, table, plan: TaskPlan, with_target: bool,
                     train: bool = False) -> InstructionDataset:
@@ -427,7 +437,9 @@ class InstructionTask(FairseqTask):
                                      seed=self.cfg.seed,
                                      skip_invalid_rows=self.cfg.skip_invalid_rows,
                                      # a pass over data files, not over inference rows
-                                     decode_all=self.cfg.validate_data and with_target)
+                                     decode_all=self.cfg.validate_data and with_target,
+                                     cached=not self.cfg.no_data_cache,
+                                     cache_dir=self.cfg.data_cache_dir)
         if dataset.references:
             self._corpora[table.path] = Corpus(dataset.references)
         return dataset

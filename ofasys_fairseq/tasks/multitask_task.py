@@ -22,7 +22,7 @@ from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II
 
 from ..data.multitask_dataset import BATCH_MODES, MultitaskDataset
-from ..data.table import DataError, Table, find_split_file
+from ..data.table import DataError, find_split_file
 from ..data.task_sampler import SAMPLING, task_probabilities
 from ..data.task_schedule import BatchBudget, TaskSchedule
 from ..plan import TaskPlan
@@ -179,7 +179,7 @@ class MultitaskTask(InstructionTask):
         for spec, member in zip(self.specs, self.members):
             subset = spec.train_subset if train else (spec.valid_subset if split == "valid"
                                                       else split)
-            table = Table(find_split_file(spec.data, subset))
+            table = member.open_table(find_split_file(spec.data, subset))
             datasets.append(member.dataset_for(table, member.bind_plan(table), with_target=True,
                                                train=train))
             logger.info(f"{split}: task {spec.name}: {len(datasets[-1])} examples from "

@@ -20,6 +20,7 @@ from fairseq.data import Dictionary
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II
 
+from ..data.index_cache import cached_index, fingerprint
 from ..data.instruction_dataset import InstructionDataset
 from ..data.table import DataError, Table, find_split_file, located, required_cell
 from ..data.vocabulary import (MASK_SYMBOL, Vocabulary, default_cache_dir, load_sentencepiece,
@@ -59,6 +60,10 @@ class InstructionCommonConfig(ModalityTaskOptions):
         "help": "upper bound on sentencepiece pieces trained from the training data"})
     sentencepiece_model: Optional[str] = field(default=None, metadata={
         "help": "use this sentencepiece .model instead of training one"})
+    vocab_sample_rows: int = field(default=200_000, metadata={
+        "help": "train the vocabulary on the texts of at most this many training rows, a "
+                "sample seeded by --seed (0: every row); closed-set labels always come from "
+                "every row"})
     vocab_cache_dir: Optional[str] = field(default=None, metadata={
         "help": "where trained sentencepiece models are cached (default ~/.cache/ofasys_fairseq)"})
     max_source_positions: int = field(default=1024, metadata={"help": "longest encoder input"})
@@ -171,8 +176,12 @@ class InstructionTask(FairseqTask):
             raise ValueError("no data directory given (the first positional argument)")
         table = self.open_table(find_split_file(self.cfg.data, self.cfg.train_subset))
         plan = self.bind_plan(table)
-        texts = self._scan_training_rows(table, plan)
-        self.labels = self._collect_labels(plan, texts)
+        rows = sampled_rows(len(table), self.cfg.vocab_sample_rows, self.cfg.seed)
+        texts = self._scan_training_rows(table, plan, rows)
+        if len(rows) < len(table):
+            logger.info(f"vocabulary texts from {len(rows)} of the {len(table)} training rows "
+                        f"(--vocab-sample-rows)")
+        self.labels = self._collect_labels(plan, texts, table, every_row=len(rows) == len(table))
         return list(self._training_texts(plan, texts))
 
     def use_vocabulary(self, vocab: Vocabulary) -> None:
@@ -210,8 +219,9 @@ class InstructionTask(FairseqTask):
                             f"but the file's columns are: {', '.join(table.columns)}", table.path)
         return plan
 
-    def _scan_training_rows(self, table, plan: TaskPlan) -> Dict[Slot, List[str]]:
-        """One pass over the training rows: the texts of each slot whose modality trains
+    def _scan_training_rows(self, table, plan: TaskPlan,
+                            rows: Sequence[int]) -> Dict[Slot, List[str]]:
+        """One pass over training ``rows``: the texts of each slot whose modality trains
         the vocabulary, and the checked cells of slots whose modality fits statistics
         (``self.fitted_cells``). With --skip-invalid-rows unreadable rows are left out (the
         dataset counts and reports them); otherwise the first one fails."""
@@ -222,7 +232,7 @@ class InstructionTask(FairseqTask):
                                         table.path, table.base_dir) for s in fitted_slots}
         texts: Dict[Slot, List[str]] = {slot: [] for slot in text_slots}
         self.fitted_cells = []
-        for index in range(len(table)):
+        for index in rows:
             try:
                 row, line = table[index], table.line_number(index)
                 values = [located(lambda: get_modality(slot.modality).vocabulary_texts(
@@ -275,8 +285,11 @@ class InstructionTask(FairseqTask):
                            if skipped else ""))
             self.modality_settings[name] = modality.fit(settings, statistics)
 
-    def _collect_labels(self, plan: TaskPlan,
-                        texts: Dict[Slot, List[str]]) -> Dict[str, List[str]]:
+    def _collect_labels(self, plan: TaskPlan, texts: Dict[Slot, List[str]], table: Table,
+                        every_row: bool) -> Dict[str, List[str]]:
+        """The closed-set target's labels: its label file's, else the values of every
+        training row (``texts`` when they are every row's, else one pass over the
+        target column, kept in the index cache)."""
         target = plan.target
         files = self._label_files(target)
         if not target.has("closed_set"):
@@ -289,10 +302,32 @@ class InstructionTask(FairseqTask):
             modality = get_modality(target.modality)
             with open(path, encoding="utf-8") as f:
                 labels = [modality.label_text(line, target) for line in f if line.strip()]
-        else:
+        elif every_row:
             labels = sorted(set(texts[target]))
+        else:
+            labels = self._labels_of_every_row(table, target)
         logger.info(f"closed set '{target.column}': {len(labels)} labels")
         return {target.column: labels}
+
+    def _labels_of_every_row(self, table: Table, target: Slot) -> List[str]:
+        def read_labels():
+            modality, labels = get_modality(target.modality), set()
+            for index in range(len(table)):
+                line = table.line_number(index)
+                try:
+                    labels.update(located(lambda: modality.vocabulary_texts(
+                        required_cell(table[index], target, table.path, line), target,
+                        table.base_dir), table.path, line, target.column))
+                except DataError:
+                    if not self.cfg.skip_invalid_rows:
+                        raise
+            return {}, {"labels": sorted(labels)}
+
+        if self.cfg.no_data_cache:
+            return read_labels()[1]["labels"]
+        key = fingerprint(target, self.cfg.skip_invalid_rows)
+        return cached_index(table.path, f"labels.{key[:16]}", key, read_labels,
+                            self.cfg.data_cache_dir).info["labels"]
 
     def _label_files(self, target) -> Dict[str, str]:
         """``--closed-set-labels`` as column -> path; every column must be the target."""
@@ -700,6 +735,14 @@ def check_finetuning_options(saved: Mapping[str, Mapping[str, Any]],
     if differing:
         raise ValueError(f"fine-tuning {path}: its model was trained with "
                          f"{', '.join(differing)}; pass the checkpoint's value")
+
+
+def sampled_rows(count: int, limit: int, seed: int) -> Sequence[int]:
+    """Indices of at most ``limit`` of ``count`` rows (all when ``limit`` is 0 or not
+    below ``count``), a sample seeded by ``seed``, in file order."""
+    if limit <= 0 or count <= limit:
+        return range(count)
+    return np.sort(np.random.default_rng([seed, count]).choice(count, limit, replace=False))
 
 
 def extend_vocabulary(saved: Mapping[str, Any], cfg: InstructionCommonConfig,

@@ -296,3 +296,29 @@ def test_task_uses_the_user_model_instead_of_training(tmp_path):
         "<table_cell>", "<table_row>"]  # the modalities' symbols, in registration order
     for text in CORPUS[:5]:
         assert task.vocab.decode(task.vocab.encode(text)) == text
+
+
+# --- a bounded sample of the training rows -----------------------------------------------------
+
+def test_sampled_rows_are_bounded_seeded_and_in_file_order():
+    from ofasys_fairseq.tasks.instruction_task import sampled_rows
+    assert list(sampled_rows(5, 0, seed=1)) == list(sampled_rows(5, 9, seed=1)) == [0, 1, 2, 3, 4]
+    rows = sampled_rows(1000, 50, seed=1)
+    assert len(rows) == len(set(rows)) == 50 and list(rows) == sorted(rows)
+    assert list(rows) == list(sampled_rows(1000, 50, seed=1))
+    assert list(rows) != list(sampled_rows(1000, 50, seed=2))
+
+
+def test_the_vocabulary_reads_a_sample_and_the_labels_every_row(tmp_path, caplog):
+    from ofasys_fairseq.tasks.instruction_task import sampled_rows
+    rows = [{"src": s, "tgt": "common"} for s in sentences(200, seed=3)]
+    unsampled = next(i for i in range(200) if i not in set(sampled_rows(200, 40, seed=1)))
+    rows[unsampled] = {"src": "a zebra grazes", "tgt": "rare"}  # outside the sample
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    task = instruction_task(tmp_path, "[TEXT:src] -> [TEXT:tgt,closed_set]",
+                            vocab_sample_rows=40)
+    with caplog.at_level(logging.INFO):
+        task.prepare()
+    assert "vocabulary texts from 40 of the 200 training rows" in caplog.text
+    assert task.labels == {"tgt": ["common", "rare"]}
+    assert "▁zebra" not in task.dictionary.symbols  # a word only the unsampled row holds

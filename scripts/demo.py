@@ -90,8 +90,9 @@ def run_tool(tool: str, args: Sequence[str], log_path: str, echo=lambda line: No
     command = [sys.executable, "-m", f"fairseq_cli.{tool}", *args]
     lines: List[str] = []
     with open(log_path, "w", encoding="utf-8") as log, subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            cwd=cwd) as proc:
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
+            # line by line as they come (a pipe would hold the tool's stdout in 8 KB blocks)
+            env={**os.environ, "PYTHONUNBUFFERED": "1"}) as proc:
         for line in proc.stdout:
             log.write(line)
             lines.append(line)
@@ -107,6 +108,8 @@ def run_tool(tool: str, args: Sequence[str], log_path: str, echo=lambda line: No
 def progress_line(line: str) -> Optional[str]:
     """One short console line per epoch of training and per validation (the full lines
     stay in the log file)."""
+    if "[train][INFO]" not in line and "valid on 'valid' subset" not in line:
+        return None  # not an epoch's or a validation's line (a warning, say)
     fields = log_fields(line)
     if "num_updates" not in fields:
         return None
@@ -122,7 +125,7 @@ def progress_line(line: str) -> Optional[str]:
 
 def log_fields(line: str) -> Dict[str, float]:
     """``key value | key value`` pairs of a fairseq log line, the numeric ones."""
-    return {k: float(v) for k, v in re.findall(r"(\w+) (-?[\d.]+)(?= \||$)", line)}
+    return {k: float(v) for k, v in re.findall(r"(\w+) (-?\d+(?:\.\d+)?)(?= \||$)", line)}
 
 
 def validations(log: str) -> List[Dict[str, float]]:

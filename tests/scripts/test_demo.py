@@ -75,3 +75,7 @@ def test_the_console_gets_one_short_line_per_epoch_and_validation():
     assert demo.progress_line(epoch) == "epoch 003: 168 updates, loss 9.38, 2.1 updates/s"
     assert demo.progress_line(valid) == "validation after 168 updates: score 61.50"
     assert demo.progress_line(inner) is None and demo.progress_line("loading data") is None
+    # Hydra's warning about the demo config's header, a line a number ends
+    assert demo.progress_line("This behavior is deprecated in Hydra 1.1 and will be removed "
+                              "in Hydra 1.2.") is None
+    assert demo.log_fields("removed in Hydra 1.2.") == {}

@@ -1,6 +1,7 @@
 """``python -m benchmarks [--quick] [--only NAME]`` (``make benchmark``): runs
 ``benchmarks/criterion.py``, ``benchmarks/image_pipeline.py``, ``benchmarks/audio_pipeline.py``,
-``benchmarks/multitask.py``, ``benchmarks/train_speed.py`` and ``benchmarks/decoding.py``,
+``benchmarks/multitask.py``, ``benchmarks/train_speed.py``, ``benchmarks/decoding.py`` and
+``benchmarks/data_loading.py``,
 each printing its ratios against baselines measured in the same run."""
 import argparse
 import logging
@@ -17,12 +18,13 @@ warnings.filterwarnings("ignore", message=".*mismatched key_padding_mask and att
 # fairseq's DataLoader asks for pinned memory, which a CPU-only machine cannot give
 warnings.filterwarnings("ignore", message=".*'pin_memory' argument is set as true")
 
-from benchmarks import (audio_pipeline, criterion, decoding, image_pipeline,  # noqa: E402
-                        multitask, train_speed)
+from benchmarks import (audio_pipeline, criterion, data_loading, decoding,  # noqa: E402
+                        image_pipeline, multitask, train_speed)
 
 BENCHMARKS = {"criterion": criterion.main, "image_pipeline": image_pipeline.main,
               "audio_pipeline": audio_pipeline.main, "multitask": multitask.main,
-              "train_speed": train_speed.main, "decoding": decoding.main}
+              "train_speed": train_speed.main, "decoding": decoding.main,
+              "data_loading": data_loading.main}
 
 
 def main(argv=None) -> int:

@@ -14,6 +14,7 @@ Everything a run writes (data, checkpoints, logs, generate output) is under ``--
 """
 import argparse
 import json
+import logging
 import math
 import os
 import re
@@ -27,6 +28,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 # fairseq calls torch.jit.script, deprecated in torch 2.x: nothing a demo user can act on
 warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated",
                         category=FutureWarning)
+# before fairseq is imported: one of its models (wav2vec2_classification) sets the root logger
+# to DEBUG when imported, and every library's debug lines (matplotlib's font search) would
+# reach the console
+logging.basicConfig(level=logging.WARNING)
 
 import demo_data  # noqa: E402
 import demo_report  # noqa: E402

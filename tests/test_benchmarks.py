@@ -7,7 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from benchmarks import audio_pipeline, decoding, image_pipeline, multitask, train_speed
+from benchmarks import (audio_pipeline, data_loading, decoding, image_pipeline, multitask,
+                        train_speed)
 from benchmarks.criterion import GRAD_RTOL, QUICK, VARIANTS, run
 
 
@@ -173,3 +174,16 @@ def test_quick_decoding_benchmark_reports_sane_numbers():
         assert row["tokens"] == rows * (settings.label_tokens + 1) and row["rate"] > 0
     assert results["inference"]["OFASys.inference"]["rows"] == rows
     assert "OFASys.inference" in out.getvalue()
+
+
+def test_quick_data_loading_benchmark_reports_sane_numbers():
+    """Every start mode loads every row; the cached start maps its arrays. No timing is
+    asserted."""
+    out = io.StringIO()
+    [row] = data_loading.run(data_loading.QUICK, out=out)
+    assert row["rows"] == 2000
+    for mode in data_loading.MODES:
+        assert row[mode]["rows"] == 2000 and row[mode]["seconds"] > 0
+        # offsets (8) and lines, rows, source and target sizes (4 each); no feature slot
+        assert row[mode]["index_bytes"] == 2000 * 24
+    assert "a cached start takes" in out.getvalue()

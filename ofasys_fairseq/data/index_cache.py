@@ -3,7 +3,8 @@ built once and memory-mapped on later starts.
 
 A cache entry is a directory of ``.npy`` arrays and a ``meta.json`` holding what the
 arrays depend on: the data file's path, size and modification time, and a key from the
-caller (the plan, the vocabulary, the settings). An entry whose file or key differs is
+caller (the plan, the vocabulary, the settings), and the package's version (a release that
+sizes examples otherwise bumps it). An entry whose file, key or version differs is
 stale and rebuilt; one whose arrays do not match the checksums in its meta is corrupt,
 reported and rebuilt: neither is trusted. Entries live beside the data file in
 ``.ofasys-cache/`` (shared by every rank and DataLoader worker on a machine, and by
@@ -18,6 +19,8 @@ import logging
 import os
 import shutil
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
+
+from importlib import metadata
 
 import numpy as np
 
@@ -82,7 +85,8 @@ def cached_index(data_path: str, name: str, key: str,
         cache_dir: where entries live (default: beside the file, see the module).
     """
     entry = _entry_dir(data_path, name, cache_dir)
-    expected = {"format": FORMAT, "file": _file_key(data_path), "key": key}
+    expected = {"format": FORMAT, "version": _package_version(), "file": _file_key(data_path),
+                "key": key}
     with open(entry + ".lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one builder; the others wait, then map its arrays
         loaded = _load(entry, expected)
@@ -94,6 +98,13 @@ def cached_index(data_path: str, name: str, key: str,
         if loaded is None:
             raise OSError(f"the index cache {entry} could not be read back after writing it")
         return CachedIndex(*loaded, built=True)
+
+
+def _package_version() -> str:
+    try:
+        return metadata.version("ofasys-fairseq")
+    except metadata.PackageNotFoundError:  # the source tree, not installed
+        return "source"
 
 
 def _entry_dir(data_path: str, name: str, cache_dir: Optional[str]) -> str:

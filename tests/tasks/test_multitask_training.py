@@ -24,6 +24,7 @@ from fairseq.logging.meters import SumMeter
 
 import ofasys_fairseq
 from ofasys_fairseq import OFASys
+import demo
 import demo_tables
 from demo_data import (NLI_INSTRUCTION, SHAPES_GROUNDING_INSTRUCTION, write_digits, write_shapes,
                        write_task)
@@ -409,6 +410,11 @@ def test_hydra_train_runs_the_demo_config_on_every_task(repo_root, tmp_path):
     assert (tmp_path / "checkpoints" / "checkpoint_last.pt").exists()
     for task in DEMO_TASKS:  # every task's data was loaded from the overridden paths
         assert f"train: task {task}: 24 examples from {data}" in log
+    # make demo's console reads this very output: one short line for the epoch, nothing
+    # from the other lines (Hydra's warnings among them)
+    shown = [line for line in map(demo.progress_line, log.splitlines()) if line]
+    assert len(shown) == 1, shown
+    assert re.fullmatch(r"epoch 001: 3 updates, loss [\d.]+, [\d.]+ updates/s", shown[0])
 
 
 # --- 4. bad configurations fail before training ----------------------------------------------

@@ -19,6 +19,7 @@ prompt and a caption of 6-14 pseudo-words, ~90 bytes a row), instruction
 """
 import argparse
 import json
+import logging
 import os
 import random
 import shutil
@@ -114,7 +115,10 @@ def start_in_a_fresh_process(data_dir: str, state_path: str, settings: Settings,
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def run(settings: Settings, out: TextIO = sys.stdout) -> List[Dict[str, float]]:
+def run(settings: Settings, out: TextIO = sys.stdout,
+        fresh_processes: bool = True) -> List[Dict[str, float]]:
+    """The table; ``fresh_processes=False`` measures in this process (a smoke test: its
+    memory numbers then include what earlier starts left)."""
     results = []
     print(f"{'rows':>10} {'mode':>12} {'seconds':>8} {'us/row':>7} {'x scan':>7} "
           f"{'B/row':>6} {'RSS MB':>7}", file=out, flush=True)
@@ -128,8 +132,11 @@ def run(settings: Settings, out: TextIO = sys.stdout) -> List[Dict[str, float]]:
             shutil.rmtree(os.path.join(data_dir, ".ofasys-cache"), ignore_errors=True)
             row = {"rows": count}
             for mode in MODES:
-                measured = start_in_a_fresh_process(data_dir, state_path, settings,
-                                                    cached=mode != "scan")
+                cached = mode != "scan"
+                measured = (start_in_a_fresh_process(data_dir, state_path, settings, cached)
+                            if fresh_processes else
+                            measure_start(data_dir, state_path, settings.vocab_size, cached,
+                                          settings.max_tokens))
                 if measured["rows"] != count:
                     raise BenchmarkError(f"{mode}: {measured['rows']} rows of {count}")
                 row[mode] = measured
@@ -157,6 +164,7 @@ def main(argv=None) -> int:
     parser.add_argument("--ten-million", action="store_true", help="add 10,000,000 rows")
     parser.add_argument("--measure", nargs=5, help=argparse.SUPPRESS)  # one start, internal
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)  # before fairseq's import sets DEBUG
     if args.measure:
         data_dir, state, vocab_size, cached, max_tokens = args.measure
         print(json.dumps(measure_start(data_dir, state, int(vocab_size), cached == "1",

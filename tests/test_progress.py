@@ -19,7 +19,7 @@ from tests.test_end_to_end import (MODEL_ARGS, USER_DIR, fairseq, word_for_word_
 pytestmark = pytest.mark.slow
 
 INSTRUCTION = "translate word for word: [TEXT:en] -> [TEXT:toy]"
-# a bar: "epoch 001:  40%|####      | 30/75 [00:01<00:01, 24.3it/s, loss=3.1, ...]"
+# a bar: "epoch 001:  40%|####      | 12/30 [00:01<00:01, 24.3it/s, loss=3.1, ...]"
 BAR = re.compile(r"epoch 001: +\d+%\|[^|]*\| *\d+/(\d+) \[\d\d:\d\d<\d\d:\d\d, +[\d.]+it/s")
 
 
@@ -48,7 +48,7 @@ def on_a_terminal(command, columns: int = 160, lines: int = 40) -> str:
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("progress")
     rng = random.Random(1)
-    write_rows(root / "train.jsonl", [word_for_word_example(rng) for _ in range(600)])
+    write_rows(root / "train.jsonl", [word_for_word_example(rng) for _ in range(240)])
     write_rows(root / "valid.jsonl", [word_for_word_example(rng) for _ in range(40)])
     return root
 
@@ -63,7 +63,7 @@ def train_command(data, save_dir, *extra):
 def test_training_and_generation_draw_a_progress_bar_on_a_terminal(data, tmp_path):
     screen = on_a_terminal(train_command(data, tmp_path))
     bars = BAR.findall(screen)
-    assert bars and set(bars) == {"75"}, screen[-3000:]  # 600 rows / 8 a batch
+    assert bars and set(bars) == {"30"}, screen[-3000:]  # 240 rows / 8 a batch
     assert re.search(r"it/s, loss=[\d.]+, nll_loss=[\d.]+", screen)  # fairseq's postfix
     assert "train_inner" not in screen  # the bar replaces the per-interval lines
 
@@ -78,4 +78,4 @@ def test_training_and_generation_draw_a_progress_bar_on_a_terminal(data, tmp_pat
 def test_plain_lines_when_the_output_is_not_a_terminal(data, tmp_path):
     log = fairseq("train", *train_command(data, tmp_path)[3:])
     assert not BAR.search(log) and "%|" not in log
-    assert re.search(r"train_inner \| epoch 001: +10 / 75 loss=[\d.]+", log)
+    assert re.search(r"train_inner \| epoch 001: +10 / 30 loss=[\d.]+", log)

@@ -18,9 +18,8 @@ import json
 import logging
 import os
 import shutil
-from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
-
 from importlib import metadata
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
 

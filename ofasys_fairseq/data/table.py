@@ -90,7 +90,8 @@ class Table:
         self.header: Optional[List[str]] = None
         self._file, self._file_pid = None, None
         if cached:
-            arrays, info, _ = cached_index(path, "rows", self.format, self._index, cache_dir)
+            # nothing but the file (its path, size and time) decides the rows
+            arrays, info, _ = cached_index(path, "rows", "", self._index, cache_dir)
         else:
             arrays, info = self._index()
         self._offsets = arrays["offsets"]  # byte offset where each row starts

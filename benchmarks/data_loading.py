@@ -97,7 +97,7 @@ def measure_start(data_dir: str, state_path: str, vocab_size: int, cached: bool,
                                       num_workers=0).next_epoch_itr(shuffle=True)
     next(batches)
     seconds = time.perf_counter() - start
-    arrays = (dataset.table._offsets, dataset.table._lines, dataset.rows, dataset.src_sizes,
+    arrays = (dataset.tables[0]._offsets, dataset.tables[0]._lines, dataset.rows, dataset.src_sizes,
               dataset.tgt_sizes, dataset.feature_sizes)
     return {"seconds": seconds, "rows": len(dataset),
             "index_bytes": sum(a.nbytes for a in arrays),

@@ -12,28 +12,30 @@ row is bad.
 """
 import logging
 import sys
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Union
 
 from fairseq import options, tasks
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
-from .data.table import DataError, Table, find_split_file
+from .data.table import DataError
 
 logger = logging.getLogger(__name__)
 
 
-def validate_subsets(task, subsets: Sequence[str]) -> List[DataError]:
-    """Every bad row of ``subsets`` (the task must skip invalid rows and decode images)."""
+def validate_subsets(task, subsets: Sequence[Union[str, List[str]]]) -> List[DataError]:
+    """Every bad row of ``subsets`` (each a name, glob or list of them: ``open_subset``;
+    the task must skip invalid rows and decode images)."""
     errors: List[DataError] = []
     for subset in subsets:
         try:
-            table = Table(find_split_file(task.cfg.data, subset))
-            dataset = task.dataset_for(table, task.bind_plan(table), with_target=True)
+            tables = task.open_subset(task.cfg.data, subset)
+            dataset = task.dataset_for(tables, task.bind_plan(tables), with_target=True)
         except DataError as error:  # the file itself, or no usable row at all
-            errors.append(error)
+            errors.extend(getattr(error, "errors", [error]))
             continue
         errors.extend(dataset.invalid_rows)
-        logger.info(f"{subset}: {len(table)} rows, {len(dataset.invalid_rows)} invalid")
+        logger.info(f"{subset}: {sum(map(len, tables))} rows, {len(dataset.invalid_rows)} "
+                    f"invalid")
     return errors
 
 
@@ -63,7 +65,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     errors = []
     for checked, subsets in checks:
         found = validate_subsets(checked, subsets)
-        print(f"{len(found)} invalid rows in {', '.join(subsets)} of {checked.cfg.data}")
+        print(f"{len(found)} invalid rows in {', '.join(map(str, subsets))} of "
+              f"{checked.cfg.data}")
         errors.extend(found)
     for error in errors:
         print(error)

@@ -172,7 +172,7 @@ def evaluate_task(name: str, spec: dict, data_dir: str, checkpoint: str, work_di
                   model, best: Dict[str, float]) -> Dict[str, object]:
     """fairseq-generate (beam 5) on the task's validation rows, and OFASys.inference on the
     first three of them (sounds it makes are kept, with pictures of their spectrograms)."""
-    from ofasys_fairseq.data.table import Table, find_split_file
+    from ofasys_fairseq.data.table import Table, find_split_files
     from ofasys_fairseq.modalities import get_modality
 
     metric = spec["metrics"][0]
@@ -192,7 +192,7 @@ def evaluate_task(name: str, spec: dict, data_dir: str, checkpoint: str, work_di
             generate_log = f.read()
     generate_score, generated = generate_results(generate_log, metric)
 
-    table = Table(find_split_file(data_dir, "valid"))
+    table = Table(find_split_files(data_dir, "valid")[0])  # its first rows
     rows = [table[i] for i in range(3)]
     target = plan.target.column
     image_columns = [s.column for s in plan.templates[0].feature_slots if s.modality == "IMAGE"]

@@ -1,7 +1,8 @@
-"""Small builders shared by the data and criterion tests."""
+"""Small builders and log readers shared by the tests."""
 import json
 import os
 import random
+import re
 from typing import Dict, Iterable, List
 
 import torch
@@ -9,6 +10,8 @@ import torch
 from ofasys_fairseq.tasks.instruction_task import InstructionConfig, InstructionTask
 from ofasys_fairseq.tasks.multitask_task import MultitaskConfig, MultitaskTask
 
+# log fields that measure time, not training
+TIMING = {"wps", "ups", "train_wall", "wall", "gb_free"}
 WORDS = ["the", "cat", "dog", "sat", "ran", "on", "a", "mat", "rug", "red", "big", "small",
          "quick", "brown", "fox", "jumps", "over", "lazy", "bird", "sings"]
 
@@ -62,3 +65,27 @@ def allowed_in_one_batch(constraint, hypotheses: List[List[int]], vocab_size: in
     lengths = torch.tensor([len(h) for h in hypotheses])
     mask = constraint.allowed_mask(tokens, lengths, vocab_size)
     return [row.nonzero().squeeze(1).tolist() for row in mask]
+
+
+def train_updates(log: str) -> dict:
+    """num_updates -> (epoch, position in the epoch, the line's non-timing fields)."""
+    updates = {}
+    # fairseq-train: "| train_inner | epoch 001: 3 / 12 loss=..."; Hydra's logging:
+    # "[train_inner][INFO] - epoch 001: 3 / 12 loss=..."
+    for epoch, position, rest in re.findall(
+            r"\btrain_inner\W.*?epoch (\d+): +(\d+) / \d+ (.*)$", log, re.M):
+        fields = dict(pair.split("=", 1) for pair in rest.split(", "))
+        updates[int(fields["num_updates"])] = (int(epoch), int(position),
+                                              {k: v for k, v in fields.items()
+                                               if k not in TIMING})
+    return updates
+
+
+def valid_lines(log: str) -> dict:
+    """num_updates -> the validation line's fields (but wps)."""
+    lines = {}
+    for rest in re.findall(r"valid on 'valid' subset \| (.*)$", log, re.M):
+        fields = dict(pair.split(" ", 1) for pair in rest.split(" | "))
+        fields.pop("wps", None)
+        lines[int(fields["num_updates"])] = fields
+    return lines

@@ -23,7 +23,7 @@ from ..plan import TaskPlan
 from .example_builder import Example, ExampleBuilder
 from .features import collate_features
 from .index_cache import cached_index, fingerprint
-from .table import DataError, InvalidRows, Table
+from .table import DataError, InvalidRows, Table, as_tables, split_name
 from .vocabulary import Vocabulary
 
 logger = logging.getLogger(__name__)
@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 
 class InstructionDataset(FairseqDataset):
     """Args:
-        table: rows (``Table`` or ``InMemoryTable``).
+        table: rows (``Table`` or ``InMemoryTable``), or the tables of one subset's shards
+            (their rows one after the other).
         plan: the task plan with columns bound.
         vocab: the shared vocabulary.
         settings: run settings per modality name (``Modality.settings``).
@@ -43,8 +44,8 @@ class InstructionDataset(FairseqDataset):
         decode_all: decode every cell in full while scanning (a validation pass: every
             image decoded); otherwise heavy cells are first decoded when their batch is
             built.
-        cached: keep the scan's sizes in the index cache where nothing else is needed
-            (a ``Table``, no references to collect, no ``decode_all``).
+        cached: keep each file's scan (its sizes) in the index cache where nothing else is
+            needed (a ``Table``, no references to collect, no ``decode_all``).
         cache_dir: where the index cache lives (default: beside the data file).
     """
 
@@ -54,47 +55,71 @@ class InstructionDataset(FairseqDataset):
                  with_target: bool = True, seed: int = 1, skip_invalid_rows: bool = False,
                  decode_all: bool = False, cached: bool = False,
                  cache_dir: Optional[str] = None):
-        self.table, self.plan, self.vocab, self.closed_set = table, plan, vocab, closed_set
+        self.tables = as_tables(table)
+        self.name = split_name([t.path for t in self.tables])
+        self.plan, self.vocab, self.closed_set = plan, vocab, closed_set
         self.train, self.with_target, self.seed = train, with_target, seed
         self.epoch = 1
         self.dictionary = vocab.dictionary
         if plan.target.has("closed_set") and closed_set is None:
             raise ValueError("a closed_set target needs its label set")
-        self.builder = ExampleBuilder(plan, vocab, settings, closed_set, table.path,
-                                      table.base_dir, train, with_target)
+        # one builder per file: its errors name that file, its paths resolve beside it
+        self.builders = [ExampleBuilder(plan, vocab, settings, closed_set, t.path, t.base_dir,
+                                        train, with_target) for t in self.tables]
         self.references: List[Any] = []  # every row's reference, for corpus metrics
         self.invalid_rows: List[DataError] = []  # skipped (--skip-invalid-rows), when scanned
-        needs_scan = decode_all or (with_target and not train) or not isinstance(table, Table)
-        if cached and not needs_scan:
-            key = fingerprint(plan.templates, vocab.state_dict(), settings,
-                              closed_set.labels if closed_set else None, train, with_target,
-                              skip_invalid_rows)
-            index = cached_index(table.path, f"examples.{key[:16]}", key,
-                                 lambda: self._scan(skip_invalid_rows, decode_all), cache_dir)
-            arrays, info = index.arrays, index.info
-            if not index.built:
-                logger.info(f"{table.path}: {len(arrays['rows'])} examples' sizes from the "
-                            f"index cache (no scan)")
-        else:
-            arrays, info = self._scan(skip_invalid_rows, decode_all)
-        self._report(info)
+        key = fingerprint(plan.templates, vocab.state_dict(), settings,
+                          closed_set.labels if closed_set else None, train, with_target,
+                          skip_invalid_rows)
+        parts, errors = [], []
+        for shard in range(len(self.tables)):
+            try:
+                parts.append(self._index(shard, key, skip_invalid_rows, decode_all, cached,
+                                         cache_dir))
+            except DataError as error:  # every file's bad rows, reported together
+                errors.extend(getattr(error, "errors", [error]))
+        if errors:
+            raise errors[0] if len(errors) == 1 else InvalidRows(errors, self.name)
+        arrays = [a for a, _ in parts]
+        self._report([info for _, info in parts])
+        if not sum(len(a["rows"]) for a in arrays):
+            raise DataError("no usable rows", self.name)
+        # where each file's examples start: example i is row rows[i] of file shard_of(i)
+        self.starts = np.cumsum([0] + [len(a["rows"]) for a in arrays])
         self.rows, self.src_sizes, self.tgt_sizes, self.feature_sizes = (
-            arrays["rows"], arrays["src_sizes"], arrays["tgt_sizes"], arrays["feature_sizes"])
+            arrays[0][name] if len(arrays) == 1 else np.concatenate([a[name] for a in arrays])
+            for name in ("rows", "src_sizes", "tgt_sizes", "feature_sizes"))
 
     # -- scanning ------------------------------------------------------------
-    def _scan(self, skip_invalid_rows: bool, decode_all: bool):
-        """Check every row and record its sizes; all bad rows are reported at once.
-        Returns the arrays and what ``_report`` logs."""
+    def _index(self, shard: int, key: str, skip_invalid_rows: bool, decode_all: bool,
+               cached: bool, cache_dir: Optional[str]):
+        """File ``shard``'s examples: its cached scan where one may be kept, else a scan."""
+        table = self.tables[shard]
+        scan = lambda: self._scan(shard, skip_invalid_rows, decode_all)  # noqa: E731
+        needs_scan = decode_all or (self.with_target and not self.train) or \
+            not isinstance(table, Table)
+        if not cached or needs_scan:
+            return scan()
+        index = cached_index(table.path, f"examples.{key[:16]}", key, scan, cache_dir)
+        if not index.built:
+            logger.info(f"{table.path}: {len(index.arrays['rows'])} examples' sizes from the "
+                        f"index cache (no scan)")
+        return index.arrays, index.info
+
+    def _scan(self, shard: int, skip_invalid_rows: bool, decode_all: bool):
+        """Check every row of file ``shard`` and record its sizes; all bad rows are
+        reported at once. Returns the arrays and what ``_report`` logs."""
+        table, builder = self.tables[shard], self.builders[shard]
         rows, src_sizes, tgt_sizes, feature_sizes, errors = [], [], [], [], []
-        for ctx in self.builder.contexts.values():
+        for ctx in builder.contexts.values():
             ctx.notes.clear()
-        for index in range(len(self.table)):
+        for index in range(len(table)):
             try:
-                row = self.table[index]
-                line = self.table.line_number(index)
+                row = table[index]
+                line = table.line_number(index)
                 values: Dict[Slot, Any] = {}  # alternatives share slots: read each once
-                shapes = [self.builder.shape(self.builder.read(row, t, line, decode_all, values),
-                                             t) for t in self.plan.templates]
+                shapes = [builder.shape(builder.read(row, t, line, decode_all, values), t)
+                          for t in self.plan.templates]
             except DataError as error:
                 errors.append(error)
                 continue
@@ -103,14 +128,12 @@ class InstructionDataset(FairseqDataset):
             tgt_sizes.append(max(s.decoder for s in shapes))
             feature_sizes.append(shapes[0].features)  # alternatives read the same feature slots
             if self.with_target and not self.train:
-                self.references.append(self.builder.reference(values, self.plan.templates[0]))
+                self.references.append(builder.reference(values, self.plan.templates[0]))
         if errors and not skip_invalid_rows:
-            raise errors[0] if len(errors) == 1 else InvalidRows(errors, self.table.path)
-        self.invalid_rows = errors
-        if not rows:
-            raise DataError("no usable rows", self.table.path)
+            raise errors[0] if len(errors) == 1 else InvalidRows(errors, table.path)
+        self.invalid_rows += errors
         width = len(self.plan.templates[0].feature_slots)
-        notes = {note: count for ctx in self.builder.contexts.values()
+        notes = {note: count for ctx in builder.contexts.values()
                  for note, count in sorted(ctx.notes.items())}
         return ({"rows": np.array(rows, dtype=np.int32),
                  "src_sizes": np.array(src_sizes, dtype=np.int32),
@@ -120,23 +143,36 @@ class InstructionDataset(FairseqDataset):
                 {"skipped": len(errors), "first_skipped": str(errors[0]) if errors else None,
                  "notes": notes})
 
-    def _report(self, info: Mapping[str, Any]) -> None:
-        """Log what the scan skipped (--skip-invalid-rows) and its modalities' notes."""
-        if info["skipped"]:
-            logger.warning(f"skipped {info['skipped']} invalid rows of {self.table.path} "
-                           f"(--skip-invalid-rows); first: {info['first_skipped']}")
-        for note, count in info["notes"].items():
-            logger.info(f"{self.table.path}: {count} {note}")
+    def _report(self, infos: Sequence[Mapping[str, Any]]) -> None:
+        """Log what the scans skipped (--skip-invalid-rows) and the modalities' notes,
+        totalled over the files."""
+        skipped = sum(info["skipped"] for info in infos)
+        if skipped:
+            first = next(info["first_skipped"] for info in infos if info["skipped"])
+            logger.warning(f"skipped {skipped} invalid rows of {self.name} "
+                           f"(--skip-invalid-rows); first: {first}")
+        notes: Dict[str, int] = {}
+        for info in infos:
+            for note, count in info["notes"].items():
+                notes[note] = notes.get(note, 0) + count
+        for note, count in notes.items():
+            logger.info(f"{self.name}: {count} {note}")
+
+    def _locate(self, index: int):
+        """Example ``index``'s file and row there."""
+        shard = int(np.searchsorted(self.starts, index, side="right")) - 1
+        return shard, int(self.rows[index])
 
     # -- FairseqDataset contract ---------------------------------------------
     def __getitem__(self, index: int) -> Example:
-        row_index = int(self.rows[index])
-        row, line = self.table[row_index], self.table.line_number(row_index)
+        shard, row_index = self._locate(index)
+        table, builder = self.tables[shard], self.builders[shard]
+        row, line = table[row_index], table.line_number(row_index)
         if not self.train:
-            return self.builder.build(row, self.plan.templates[0], line, index=index)
+            return builder.build(row, self.plan.templates[0], line, index=index)
         rng = np.random.default_rng([self.seed, self.epoch, index])
         template = self.plan.templates[int(rng.integers(len(self.plan.templates)))]
-        return self.builder.build(row, template, line, rng,
+        return builder.build(row, template, line, rng,
                                   augmentation_seed(self.seed, self.epoch, index), index)
 
     def __len__(self) -> int:
@@ -203,7 +239,7 @@ class InstructionDataset(FairseqDataset):
             "closed_set": self.closed_set,
             "target_slot": self.plan.target,
             "output_context": [e.output_context for e in examples],
-            "data_path": self.table.path,  # names the subset for corpus-level metrics
+            "data_path": self.name,  # names the subset for corpus-level metrics
         }
         features = collate_features([e.features for e in examples])
         if features:

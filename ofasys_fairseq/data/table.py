@@ -6,6 +6,7 @@ flat for large files and lets fairseq's batching, shuffling and sharding pick ro
 order. File handles are opened lazily so a table can be pickled into DataLoader workers.
 """
 import csv
+import glob
 import json
 import os
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
@@ -255,16 +256,50 @@ class InMemoryTable:
         return self.rows[index]
 
 
-def find_split_file(data_dir: str, split: str) -> str:
-    """The one file ``DATA/<split>.{jsonl,tsv,csv}``; a clear error if none or several."""
-    found = [os.path.join(data_dir, split + ext) for ext in TABLE_EXTENSIONS
-             if os.path.exists(os.path.join(data_dir, split + ext))]
+def as_tables(rows) -> List[Any]:
+    """``rows`` (a ``Table``, an ``InMemoryTable``, or a sequence of them: a subset's
+    shards) as a list of tables."""
+    return [rows] if isinstance(rows, (Table, InMemoryTable)) else list(rows)
+
+
+def find_split_files(data_dir: str, subset: str) -> List[str]:
+    """The data files of ``subset`` in ``data_dir``, in name order: ``<subset>.{jsonl,tsv,csv}``,
+    or its numbered shards ``<subset>-<digits>...`` (``train-00000-of-00004.jsonl``), or the
+    files a glob ``subset`` matches (``train-0000[0-3]``). One extension; clear errors
+    when nothing matches, or when a file and shards of the same subset both exist."""
+    def matching(pattern: str) -> List[str]:
+        return sorted(p for ext in TABLE_EXTENSIONS
+                      for p in glob.glob(os.path.join(glob.escape(data_dir), pattern + ext)))
+
+    if glob.has_magic(subset):
+        found = matching(subset)
+    else:
+        found = matching(glob.escape(subset))
+        shards = matching(glob.escape(subset) + "-[0-9]*")
+        if found and shards:
+            raise DataError(f"subset '{subset}' is both {_names(found)} and the shards "
+                            f"{_names(shards)}: keep one, or rename the other subset", data_dir)
+        found = found or shards
     if not found:
         existing = sorted(f for f in os.listdir(data_dir) if f.endswith(TABLE_EXTENSIONS)) \
             if os.path.isdir(data_dir) else []
-        raise DataError(f"no data file for subset '{split}': expected {split}.jsonl, "
-                        f"{split}.tsv or {split}.csv; found {existing or 'no data files'}",
-                        data_dir)
-    if len(found) > 1:
-        raise DataError(f"several data files for subset '{split}': {found}; keep one", data_dir)
-    return found[0]
+        raise DataError(f"no data file for subset '{subset}': expected {subset}.jsonl, "
+                        f"{subset}.tsv or {subset}.csv (or shards {subset}-00000.jsonl, ...); "
+                        f"found {existing or 'no data files'}", data_dir)
+    extensions = sorted({os.path.splitext(p)[1] for p in found})
+    if len(extensions) > 1:
+        raise DataError(f"several data files for subset '{subset}' of different types "
+                        f"({', '.join(extensions)}): {_names(found)}; keep one type", data_dir)
+    return found
+
+
+def split_name(paths: Sequence[str]) -> str:
+    """How logs, errors and corpus metrics name the rows of ``paths``: the file, or the
+    first and last shard and their count."""
+    if len(paths) == 1:
+        return paths[0]
+    return f"{paths[0]} .. {os.path.basename(paths[-1])} ({len(paths)} files)"
+
+
+def _names(paths: Sequence[str]) -> str:
+    return ", ".join(os.path.basename(p) for p in paths)

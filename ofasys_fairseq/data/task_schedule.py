@@ -68,11 +68,11 @@ class TaskSchedule:
             return np.ones(len(dataset), dtype=bool)
         kept, ignored = dataset.filter_indices_by_size(indices, max_positions)
         if len(ignored) and not ignore_invalid:
-            raise ValueError(f"{dataset.table.path}: {len(ignored)} examples (row index "
+            raise ValueError(f"{dataset.name}: {len(ignored)} examples (row index "
                              f"{ignored[0]} first) are longer than {max_positions}; skip them "
                              f"with --skip-invalid-size-inputs-valid-test")
         if len(kept) == 0:
-            raise ValueError(f"{dataset.table.path}: no example fits {max_positions} "
+            raise ValueError(f"{dataset.name}: no example fits {max_positions} "
                              f"(source, target) positions, so this task cannot be trained")
         mask = np.zeros(len(dataset), dtype=bool)
         mask[kept] = True

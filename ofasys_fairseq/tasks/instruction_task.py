@@ -12,7 +12,7 @@ import argparse
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -22,7 +22,8 @@ from omegaconf import II
 
 from ..data.index_cache import cached_index, fingerprint
 from ..data.instruction_dataset import InstructionDataset
-from ..data.table import DataError, Table, find_split_file, located, required_cell
+from ..data.table import (DataError, Table, as_tables, find_split_files, located,
+                          required_cell)
 from ..data.vocabulary import (MASK_SYMBOL, Vocabulary, default_cache_dir, load_sentencepiece,
                                normalize_whitespace, train_sentencepiece)
 from ..decoding.frame_generator import FrameGenerator
@@ -174,14 +175,22 @@ class InstructionTask(FairseqTask):
                              "'[TEXT:src] -> [TEXT:tgt]')")
         if not self.cfg.data:
             raise ValueError("no data directory given (the first positional argument)")
-        table = self.open_table(find_split_file(self.cfg.data, self.cfg.train_subset))
-        plan = self.bind_plan(table)
-        rows = sampled_rows(len(table), self.cfg.vocab_sample_rows, self.cfg.seed)
-        texts = self._scan_training_rows(table, plan, rows)
-        if len(rows) < len(table):
-            logger.info(f"vocabulary texts from {len(rows)} of the {len(table)} training rows "
+        tables = self.open_subset(self.cfg.data, self.cfg.train_subset)
+        plan = self.bind_plan(tables)
+        starts = np.cumsum([0] + [len(t) for t in tables])
+        rows = np.asarray(sampled_rows(int(starts[-1]), self.cfg.vocab_sample_rows,
+                                       self.cfg.seed))
+        shard_of = np.searchsorted(starts, rows, side="right") - 1
+        self.fitted_cells = []
+        texts: Dict[Slot, List[str]] = {}
+        for shard, table in enumerate(tables):
+            for slot, values in self._scan_training_rows(
+                    table, plan, rows[shard_of == shard] - starts[shard]).items():
+                texts.setdefault(slot, []).extend(values)
+        if len(rows) < starts[-1]:
+            logger.info(f"vocabulary texts from {len(rows)} of the {starts[-1]} training rows "
                         f"(--vocab-sample-rows)")
-        self.labels = self._collect_labels(plan, texts, table, every_row=len(rows) == len(table))
+        self.labels = self._collect_labels(plan, texts, tables, every_row=len(rows) == starts[-1])
         return list(self._training_texts(plan, texts))
 
     def use_vocabulary(self, vocab: Vocabulary) -> None:
@@ -211,19 +220,24 @@ class InstructionTask(FairseqTask):
         return path if path and os.path.isfile(path) else None
 
     def bind_plan(self, table) -> TaskPlan:
-        """The instruction with its slots bound to the columns of ``table``."""
-        plan = self.plan.bind_columns(table.columns)
-        missing = [c for c in plan.columns() if table.header is not None and c not in table.header]
-        if missing:
-            raise DataError(f"the instruction reads column(s) {', '.join(map(repr, missing))}, "
-                            f"but the file's columns are: {', '.join(table.columns)}", table.path)
+        """The instruction with its slots bound to the columns of ``table`` (or of each
+        of a subset's shards)."""
+        tables = as_tables(table)
+        plan = self.plan.bind_columns(tables[0].columns)
+        for table in tables:
+            header = getattr(table, "header", None)
+            missing = [c for c in plan.columns() if header is not None and c not in header]
+            if missing:
+                raise DataError(f"the instruction reads column(s) "
+                                f"{', '.join(map(repr, missing))}, but the file's columns "
+                                f"are: {', '.join(table.columns)}", table.path)
         return plan
 
     def _scan_training_rows(self, table, plan: TaskPlan,
                             rows: Sequence[int]) -> Dict[Slot, List[str]]:
-        """One pass over training ``rows``: the texts of each slot whose modality trains
-        the vocabulary, and the checked cells of slots whose modality fits statistics
-        (``self.fitted_cells``). With --skip-invalid-rows unreadable rows are left out (the
+        """One pass over training ``rows`` of ``table``: the texts of each slot whose
+        modality trains the vocabulary, and the checked cells of slots whose modality fits
+        statistics (added to ``self.fitted_cells``). With --skip-invalid-rows unreadable rows are left out (the
         dataset counts and reports them); otherwise the first one fails."""
         slots = list(dict.fromkeys(s for t in plan.templates for s in t.slots))
         text_slots = [s for s in slots if get_modality(s.modality).trains_vocabulary]
@@ -231,8 +245,7 @@ class InstructionTask(FairseqTask):
         contexts = {s.modality: Context(None, self.modality_settings[s.modality], None,
                                         table.path, table.base_dir) for s in fitted_slots}
         texts: Dict[Slot, List[str]] = {slot: [] for slot in text_slots}
-        self.fitted_cells = []
-        for index in rows:
+        for index in map(int, rows):
             try:
                 row, line = table[index], table.line_number(index)
                 values = [located(lambda: get_modality(slot.modality).vocabulary_texts(
@@ -285,8 +298,8 @@ class InstructionTask(FairseqTask):
                            if skipped else ""))
             self.modality_settings[name] = modality.fit(settings, statistics)
 
-    def _collect_labels(self, plan: TaskPlan, texts: Dict[Slot, List[str]], table: Table,
-                        every_row: bool) -> Dict[str, List[str]]:
+    def _collect_labels(self, plan: TaskPlan, texts: Dict[Slot, List[str]],
+                        tables: Sequence[Table], every_row: bool) -> Dict[str, List[str]]:
         """The closed-set target's labels: its label file's, else the values of every
         training row (``texts`` when they are every row's, else one pass over the
         target column, kept in the index cache)."""
@@ -305,7 +318,8 @@ class InstructionTask(FairseqTask):
         elif every_row:
             labels = sorted(set(texts[target]))
         else:
-            labels = self._labels_of_every_row(table, target)
+            labels = sorted({label for table in tables
+                             for label in self._labels_of_every_row(table, target)})
         logger.info(f"closed set '{target.column}': {len(labels)} labels")
         return {target.column: labels}
 
@@ -453,14 +467,19 @@ class InstructionTask(FairseqTask):
     # -- data --------------------------------------------------------------------
     def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs):
         self.prepare()
-        table = self.open_table(find_split_file(self.cfg.data, split))
-        self.datasets[split] = self.dataset_for(table, self.bind_plan(table), with_target=True,
-                                                train=split == self.cfg.train_subset)
-        logger.info(f"{split}: {len(self.datasets[split])} examples from {table.path}")
+        tables = self.open_subset(self.cfg.data, split)
+        dataset = self.dataset_for(tables, self.bind_plan(tables), with_target=True,
+                                   train=split == self.cfg.train_subset)
+        self.datasets[split] = dataset
+        logger.info(f"{split}: {len(dataset)} examples from {dataset.name}")
 
-    def open_table(self, path: str) -> Table:
-        """The data file at ``path``, its row index cached unless --no-data-cache."""
-        return Table(path, cached=not self.cfg.no_data_cache, cache_dir=self.cfg.data_cache_dir)
+    def open_subset(self, data_dir: str, subsets: Union[str, Sequence[str]]) -> List[Table]:
+        """The data files of ``subsets`` (one name or glob, or a list of them) in
+        ``data_dir``: each file's row index cached unless --no-data-cache."""
+        names = [subsets] if isinstance(subsets, str) else list(subsets)
+        return [Table(path, cached=not self.cfg.no_data_cache,
+                      cache_dir=self.cfg.data_cache_dir)
+                for name in names for path in find_split_files(data_dir, name)]
 
     def dataset_for(self, table, plan: TaskPlan, with_target: bool,
                     train: bool = False) -> InstructionDataset:
@@ -476,7 +495,7 @@ class InstructionTask(FairseqTask):
                                      cached=not self.cfg.no_data_cache,
                                      cache_dir=self.cfg.data_cache_dir)
         if dataset.references:
-            self._corpora[table.path] = Corpus(dataset.references)
+            self._corpora[dataset.name] = Corpus(dataset.references)
         return dataset
 
     # -- model ---------------------------------------------------------------------

@@ -22,7 +22,7 @@ from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II
 
 from ..data.multitask_dataset import BATCH_MODES, MultitaskDataset
-from ..data.table import DataError, find_split_file
+from ..data.table import DataError, find_split_files
 from ..data.task_sampler import SAMPLING, task_probabilities
 from ..data.task_schedule import BatchBudget, TaskSchedule
 from ..plan import TaskPlan
@@ -33,7 +33,7 @@ from ..modalities import get_modality
 from ..modalities.base import CONTINUOUS
 from .instruction_task import (STATE_FORMAT, InstructionCommonConfig, InstructionConfig,
                                InstructionTask, upgrade_task_state)
-from .task_specs import TaskConfigError, TaskSpec, parse_task_specs
+from .task_specs import TaskConfigError, TaskSpec, parse_task_specs, subset_names
 
 logger = logging.getLogger(__name__)
 
@@ -133,9 +133,9 @@ class MultitaskTask(InstructionTask):
         """Every task's training and validation files exist (all problems at once)."""
         problems = []
         for spec in self.specs:
-            for subset in dict.fromkeys((spec.train_subset, spec.valid_subset)):
+            for subset in subset_names(spec.train_subset) + subset_names(spec.valid_subset):
                 try:
-                    find_split_file(spec.data, subset)
+                    find_split_files(spec.data, subset)
                 except DataError as error:
                     problems.append(f"task '{spec.name}': {error}")
         if problems:
@@ -179,11 +179,11 @@ class MultitaskTask(InstructionTask):
         for spec, member in zip(self.specs, self.members):
             subset = spec.train_subset if train else (spec.valid_subset if split == "valid"
                                                       else split)
-            table = member.open_table(find_split_file(spec.data, subset))
-            datasets.append(member.dataset_for(table, member.bind_plan(table), with_target=True,
+            tables = member.open_subset(spec.data, subset)
+            datasets.append(member.dataset_for(tables, member.bind_plan(tables), with_target=True,
                                                train=train))
             logger.info(f"{split}: task {spec.name}: {len(datasets[-1])} examples from "
-                        f"{table.path}")
+                        f"{datasets[-1].name}")
         self.datasets[split] = MultitaskDataset(datasets, [s.loss_weight for s in self.specs],
                                                 str(self.cfg.batch_mode) if train else
                                                 "homogeneous")

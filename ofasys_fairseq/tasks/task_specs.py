@@ -9,7 +9,7 @@ import difflib
 import os
 import re
 from dataclasses import dataclass, field, fields
-from typing import List, Mapping, Optional
+from typing import List, Mapping, Optional, Union
 
 from omegaconf import OmegaConf
 
@@ -24,7 +24,9 @@ class TaskSpec:
         name: names the task in logs (``<name>_loss``) and metrics (``<name>_accuracy``).
         instruction: the instruction; a list is joined into ``|||`` alternatives.
         data: directory holding the task's subsets.
-        train_subset / valid_subset: the task's files for the run's train / valid subsets.
+        train_subset / valid_subset: the task's files for the run's train / valid subsets:
+            a subset name (``train``: ``train.jsonl``, or its shards ``train-00000.jsonl``
+            ...), a glob (``train-0000[0-3]``), or a list of them (their rows together).
         weight: sampling weight (``task_sampling: weights``).
         size_cap: most examples counted for ``size`` / ``temperature`` sampling.
         loss_weight: multiplies the task's token losses (and so its gradients).
@@ -38,8 +40,8 @@ class TaskSpec:
     name: str
     instruction: str
     data: str
-    train_subset: str = "train"
-    valid_subset: str = "valid"
+    train_subset: Union[str, List[str]] = "train"
+    valid_subset: Union[str, List[str]] = "valid"
     weight: float = 1.0
     size_cap: Optional[int] = None
     loss_weight: float = 1.0
@@ -105,11 +107,23 @@ def _spec(name, values, base_dir: str) -> TaskSpec:
         value = getattr(spec, key)
         if not isinstance(value, (int, float)) or value < 0:
             raise TaskConfigError(f"{where}: {key} must be a number >= 0, got {value!r}")
+    for key in ("train_subset", "valid_subset"):
+        value = getattr(spec, key)
+        names = [value] if isinstance(value, str) else value
+        if not isinstance(names, list) or not names or \
+                not all(isinstance(n, str) and n for n in names):
+            raise TaskConfigError(f"{where}: {key} must be a subset name or a list of them, "
+                                  f"got {value!r}")
     for key in ("size_cap", "batch_size", "max_tokens", "eval_max_len"):
         value = getattr(spec, key)
         if value is not None and (not isinstance(value, int) or value <= 0):
             raise TaskConfigError(f"{where}: {key} must be a positive integer, got {value!r}")
     return spec
+
+
+def subset_names(subsets: Union[str, List[str]]) -> List[str]:
+    """A task's ``train_subset`` / ``valid_subset`` as a list of names."""
+    return [subsets] if isinstance(subsets, str) else list(subsets)
 
 
 def _check_sampling(specs: List[TaskSpec], sampling: str, batch_mode: str) -> None:

@@ -241,7 +241,7 @@ def test_collater_open_target(open_task):
     assert set(batch) == {"id", "nsentences", "net_input", "decoder_prefix", "closed_set",
                           "target", "ntokens", "references", "target_slot", "output_context",
                           "data_path"}
-    assert batch["target_slot"].modality == "TEXT" and batch["data_path"] == ds.table.path
+    assert batch["target_slot"].modality == "TEXT" and batch["data_path"] == ds.name
     assert batch["output_context"] == [None] * 3  # text needs nothing to be postprocessed
     assert set(batch["net_input"]) == {"src_tokens", "src_lengths", "prev_output_tokens"}
     assert batch["id"].tolist() == indices and batch["nsentences"] == 3
@@ -527,7 +527,7 @@ def test_image_patches_count_in_sizes_and_batches_carry_uint8_images(tmp_path):
     assert images.dtype == torch.uint8
     assert group["slots"].tolist() == [[0, 0], [1, 0], [2, 0]]
     assert batch["output_context"] == [(64, 64)] * 3  # the images' sizes, for box outputs
-    rows = [ds.table[int(r)] for r in ds.rows]
+    rows = [ds.tables[0][int(r)] for r in ds.rows]
     assert batch["references"] == [parse_box(r["region"]) for r in rows]
     first_bin = task.dictionary.index(bin_symbol(0))
     assert [[t - first_bin for t in target[:4]] for target in batch["target"].tolist()] == \

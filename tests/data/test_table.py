@@ -8,7 +8,8 @@ import random
 import pytest
 import torch
 
-from ofasys_fairseq.data.table import DataError, InMemoryTable, Table, find_split_file
+from ofasys_fairseq.data.table import (DataError, InMemoryTable, Table, find_split_files,
+                                       split_name)
 
 ROWS = [{"src": f"source number {i}", "tgt": f"target {i * 3}"} for i in range(25)]
 
@@ -222,36 +223,69 @@ def test_unsupported_extension(tmp_path):
 
 
 @pytest.mark.parametrize("ext", [".jsonl", ".tsv", ".csv"])
-def test_find_split_file_picks_the_one_file(tmp_path, ext):
+def test_find_split_files_picks_the_one_file(tmp_path, ext):
     write_bytes(tmp_path / f"train{ext}", b"")
     write_bytes(tmp_path / "valid.jsonl", b"")  # another subset: not a candidate
     write_bytes(tmp_path / "train.txt", b"")  # not a data file
-    assert find_split_file(str(tmp_path), "train") == os.path.join(str(tmp_path), f"train{ext}")
+    write_bytes(tmp_path / "train-small.jsonl", b"")  # another subset, not a shard
+    assert find_split_files(str(tmp_path), "train") == [os.path.join(str(tmp_path),
+                                                                     f"train{ext}")]
 
 
-def test_find_split_file_missing_lists_what_exists(tmp_path):
+def test_find_split_files_numbered_shards_in_name_order(tmp_path):
+    names = ["train-00002-of-00003.jsonl", "train-00000-of-00003.jsonl",
+             "train-00001-of-00003.jsonl"]
+    for name in names + ["train-small.jsonl", "valid-00000.jsonl"]:
+        write_bytes(tmp_path / name, b"")
+    assert find_split_files(str(tmp_path), "train") == [
+        os.path.join(str(tmp_path), n) for n in sorted(names)]
+
+
+def test_find_split_files_glob(tmp_path):
+    for i in range(5):
+        write_bytes(tmp_path / f"part-{i}.tsv", b"")
+    found = find_split_files(str(tmp_path), "part-[1-3]")
+    assert [os.path.basename(p) for p in found] == ["part-1.tsv", "part-2.tsv", "part-3.tsv"]
+
+
+def test_find_split_files_file_and_shards_is_ambiguous(tmp_path):
+    write_bytes(tmp_path / "train.jsonl", b"")
+    write_bytes(tmp_path / "train-00000.jsonl", b"")
+    with pytest.raises(DataError, match="subset 'train' is both train.jsonl and the shards "
+                                        "train-00000.jsonl: keep one"):
+        find_split_files(str(tmp_path), "train")
+
+
+def test_find_split_files_missing_lists_what_exists(tmp_path):
     write_bytes(tmp_path / "valid.jsonl", b"")
     write_bytes(tmp_path / "dev.tsv", b"")
     with pytest.raises(DataError) as info:
-        find_split_file(str(tmp_path), "train")
+        find_split_files(str(tmp_path), "train")
     message = str(info.value)
     assert info.value.path == str(tmp_path)
     assert "no data file for subset 'train'" in message
-    assert "train.jsonl, train.tsv or train.csv" in message
+    assert "train.jsonl, train.tsv or train.csv (or shards train-00000.jsonl" in message
     assert "dev.tsv" in message and "valid.jsonl" in message
 
 
-def test_find_split_file_missing_directory(tmp_path):
+def test_find_split_files_missing_directory(tmp_path):
     with pytest.raises(DataError, match="found no data files"):
-        find_split_file(str(tmp_path / "nowhere"), "train")
+        find_split_files(str(tmp_path / "nowhere"), "train")
 
 
-def test_find_split_file_ambiguous(tmp_path):
+def test_find_split_files_mixed_types(tmp_path):
     write_bytes(tmp_path / "train.jsonl", b"")
     write_bytes(tmp_path / "train.csv", b"")
-    with pytest.raises(DataError, match="several data files for subset 'train'") as info:
-        find_split_file(str(tmp_path), "train")
+    with pytest.raises(DataError, match="subset 'train' of different types "
+                                        r"\(.csv, .jsonl\)") as info:
+        find_split_files(str(tmp_path), "train")
     assert "train.jsonl" in str(info.value) and "train.csv" in str(info.value)
+
+
+def test_split_name_names_one_file_or_the_shards():
+    assert split_name(["d/train.jsonl"]) == "d/train.jsonl"
+    assert split_name(["d/t-0.jsonl", "d/t-1.jsonl", "d/t-2.jsonl"]) == \
+        "d/t-0.jsonl .. t-2.jsonl (3 files)"
 
 
 class RowIds(torch.utils.data.Dataset):

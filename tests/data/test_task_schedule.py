@@ -393,7 +393,7 @@ def test_examples_longer_than_max_positions(train):
 def test_a_task_without_any_example_within_max_positions_is_an_error(train, long_task):
     datasets = [train.datasets[0], long_task]
     assert long_task.src_sizes.min() > 16 >= train.datasets[0].src_sizes.max()
-    with pytest.raises(ValueError, match=long_task.table.path):
+    with pytest.raises(ValueError, match=long_task.name):
         TaskSchedule(datasets, [0, len(datasets[0])], np.array([0.5, 0.5]),
                      [BatchBudget(None, 4)] * 2, "homogeneous", SEED, max_positions=(16, 16),
                      ignore_invalid_inputs=True)

@@ -31,7 +31,8 @@ from demo_data import (NLI_INSTRUCTION, SHAPES_GROUNDING_INSTRUCTION, write_digi
 from ofasys_fairseq.tasks.instruction_task import InstructionConfig, InstructionTask
 from ofasys_fairseq.tasks.multitask_task import MultitaskTask
 from ofasys_fairseq.tasks.task_specs import TaskConfigError, parse_task_specs
-from tests.helpers import multitask_task, sentences, write_jsonl
+from tests.helpers import (multitask_task, sentences, train_updates, valid_lines,
+                           write_jsonl)
 
 USER_DIR = os.path.dirname(os.path.abspath(ofasys_fairseq.__file__))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -45,8 +46,6 @@ MODEL_ARGS = ["--arch", "ofasys_tiny", "--embed-dim", "64", "--ffn-embed-dim", "
               "--warmup-updates", "20", "--num-workers", "0", "--log-format", "simple",
               "--log-interval", "1", "--no-epoch-checkpoints", "--seed", "1",
               "--best-checkpoint-metric", "score", "--maximize-best-checkpoint-metric"]
-# log fields that measure time, not training
-TIMING = {"wps", "ups", "train_wall", "wall", "gb_free"}
 
 
 def fairseq_command(tool: str, *args) -> list:
@@ -68,30 +67,6 @@ def train_command(tasks_file, save_dir, *extra, launcher=None) -> list:
     command = launcher or fairseq_command("train")
     return command + ["--user-dir", USER_DIR, "--task", "multitask", "--tasks", str(tasks_file),
                       *MODEL_ARGS, "--save-dir", str(save_dir), *map(str, extra)]
-
-
-def train_updates(log: str) -> dict:
-    """num_updates -> (epoch, position in the epoch, the line's non-timing fields)."""
-    updates = {}
-    # fairseq-train: "| train_inner | epoch 001: 3 / 12 loss=..."; Hydra's logging:
-    # "[train_inner][INFO] - epoch 001: 3 / 12 loss=..."
-    for epoch, position, rest in re.findall(
-            r"\btrain_inner\W.*?epoch (\d+): +(\d+) / \d+ (.*)$", log, re.M):
-        fields = dict(pair.split("=", 1) for pair in rest.split(", "))
-        updates[int(fields["num_updates"])] = (int(epoch), int(position),
-                                              {k: v for k, v in fields.items()
-                                               if k not in TIMING})
-    return updates
-
-
-def valid_lines(log: str) -> dict:
-    """num_updates -> the validation line's fields (but wps)."""
-    lines = {}
-    for rest in re.findall(r"valid on 'valid' subset \| (.*)$", log, re.M):
-        fields = dict(pair.split(" ", 1) for pair in rest.split(" | "))
-        fields.pop("wps", None)
-        lines[int(fields["num_updates"])] = fields
-    return lines
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,9 @@ from fairseq import utils
 from fairseq.models import FairseqIncrementalDecoder
 from fairseq.models.transformer import TransformerConfig
 from fairseq.modules import FairseqDropout, LayerNorm, PositionalEmbedding
-from fairseq.modules.transformer_layer import TransformerDecoderLayerBase
 from torch import Tensor
+
+from .cached_attention import DecoderLayer
 
 
 class UniversalDecoder(FairseqIncrementalDecoder):
@@ -37,7 +38,7 @@ class UniversalDecoder(FairseqIncrementalDecoder):
                                                    self.padding_idx, learned=True)
         self.layernorm_embedding = LayerNorm(dim)
         self.dropout_module = FairseqDropout(cfg.dropout, module_name=self.__class__.__name__)
-        self.layers = nn.ModuleList(TransformerDecoderLayerBase(cfg)
+        self.layers = nn.ModuleList(DecoderLayer(cfg)
                                     for _ in range(cfg.decoder.layers))
         self.layer_norm = LayerNorm(dim) if cfg.decoder.normalize_before else None
         self.output_projection = nn.Linear(dim, len(dictionary), bias=False)

@@ -88,8 +88,8 @@ def test_bad_rows_of_every_shard_are_reported_together(tmp_path):
     message = str(info.value)
     assert message.startswith(f"{tmp_path}/train-00000-of-00003.jsonl .. "
                               f"train-00002-of-00003.jsonl (3 files): 2 invalid rows")
-    assert f"train-00000-of-00003.jsonl, line 5, column 'tgt'" in message
-    assert f"train-00002-of-00003.jsonl, line 8, column 'src'" in message
+    assert "train-00000-of-00003.jsonl, line 5, column 'tgt'" in message
+    assert "train-00002-of-00003.jsonl, line 8, column 'src'" in message
 
 
 class CountingTable(Table):

@@ -14,12 +14,21 @@ SAMPLING = ("uniform", "size", "temperature", "weights")
 def task_probabilities(sampling: str, sizes: Sequence[int], weights: Sequence[float],
                        temperature: float = 1.0,
                        size_caps: Optional[Sequence[Optional[int]]] = None) -> np.ndarray:
-    """Probability of each task.
+    """Probability of each task: ``task_rates`` normalized."""
+    raw = task_rates(sampling, sizes, weights, temperature, size_caps)
+    if raw.sum() <= 0:
+        raise ValueError(f"{sampling} sampling gives every task weight 0")
+    return raw / raw.sum()
+
+
+def task_rates(sampling: str, sizes: Sequence[int], weights: Sequence[float],
+               temperature: float = 1.0,
+               size_caps: Optional[Sequence[Optional[int]]] = None) -> np.ndarray:
+    """Each task's unnormalized share.
 
     Args:
-        sampling: ``uniform`` (1/T each), ``size`` (proportional to the size),
-            ``temperature`` (proportional to size^(1/temperature)) or ``weights``
-            (proportional to ``weights``).
+        sampling: ``uniform`` (1 each), ``size`` (the size), ``temperature``
+            (size^(1/temperature)) or ``weights`` (``weights``).
         sizes: training examples per task.
         weights: explicit weights (``weights`` sampling only).
         temperature: > 0; 1 is ``size``, larger values flatten towards uniform.
@@ -30,18 +39,14 @@ def task_probabilities(sampling: str, sizes: Sequence[int], weights: Sequence[fl
     counted = np.array([min(n, cap) if cap else n
                         for n, cap in zip(sizes, size_caps or [None] * len(sizes))], dtype=float)
     if sampling == "uniform":
-        raw = np.ones(len(sizes))
-    elif sampling == "size":
-        raw = counted
-    elif sampling == "temperature":
+        return np.ones(len(sizes))
+    if sampling == "size":
+        return counted
+    if sampling == "temperature":
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        raw = counted ** (1.0 / temperature)
-    else:
-        raw = np.asarray(weights, dtype=float)
-    if raw.sum() <= 0:
-        raise ValueError(f"{sampling} sampling gives every task weight 0")
-    return raw / raw.sum()
+        return counted ** (1.0 / temperature)
+    return np.asarray(weights, dtype=float)
 
 
 def draw_task(probabilities: np.ndarray, seed: int, update: int, slot: int) -> int:

@@ -20,7 +20,7 @@ drawn more often than its size allows starts another shuffled pass.
 """
 import itertools
 import math
-from typing import Iterator, List, NamedTuple, Optional, Sequence
+from typing import Callable, Iterator, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 from fairseq.data import data_utils
@@ -38,7 +38,8 @@ class TaskSchedule:
     """Args:
         datasets: the tasks' training datasets (indices offset by ``offsets``).
         offsets: first global index of each task.
-        probabilities: the sampler's distribution over tasks.
+        shares: update -> the sampler's distribution over tasks at that update
+            (``SamplingSchedule.at``; constant in ``mixed`` mode).
         budgets: per task, its batch budget (the run's budget in ``mixed`` mode).
         mode: ``homogeneous``, ``mixed``, ``round`` or ``sequential``.
         seed: the run's seed.
@@ -48,12 +49,12 @@ class TaskSchedule:
     """
 
     def __init__(self, datasets: Sequence[InstructionDataset], offsets: Sequence[int],
-                 probabilities: np.ndarray, budgets: Sequence[BatchBudget], mode: str,
+                 shares: Callable[[int], np.ndarray], budgets: Sequence[BatchBudget], mode: str,
                  seed: int, max_positions=None, ignore_invalid_inputs: bool = False,
                  required_batch_size_multiple: int = 1, num_shards: int = 1,
                  update_freq: int = 1):
         self.datasets, self.offsets = list(datasets), [int(o) for o in offsets]
-        self.probabilities, self.budgets, self.mode = probabilities, list(budgets), mode
+        self.shares, self.budgets, self.mode = shares, list(budgets), mode
         self.seed, self.num_shards, self.update_freq = seed, num_shards, update_freq
         self.required_batch_size_multiple = required_batch_size_multiple
         self.kept = [self._kept_mask(d, max_positions, ignore_invalid_inputs)
@@ -125,8 +126,11 @@ class TaskSchedule:
         slots = self.num_shards * self.update_freq
         updates = self._steps(sum(self.batches_per_pass))
         first = (epoch - 1) * updates
-        return [[draw_task(self.probabilities, self.seed, first + u, s) for s in range(slots)]
-                for u in range(updates)]
+        sequence = []
+        for u in range(first, first + updates):
+            shares = self.shares(u)
+            sequence.append([draw_task(shares, self.seed, u, s) for s in range(slots)])
+        return sequence
 
     def _homogeneous(self, epoch: int) -> List[np.ndarray]:
         streams = [self._batch_stream(t, epoch) for t in range(len(self.datasets))]
@@ -148,17 +152,17 @@ class TaskSchedule:
         max_tokens, max_sentences = self.budgets[0]
         streams = [self._example_stream(t, epoch) for t in range(len(self.datasets))]
         heads = [next(s) for s in streams]
-        credit = np.zeros(len(self.datasets))
+        credit, shares = np.zeros(len(self.datasets)), self.shares(0)
         total = sum(int(k.sum()) for k in self.kept)
         batches, batch = [], MixedBatch(max_tokens, max_sentences)
         for _ in range(total):
-            task = int(np.argmax(credit + self.probabilities))
+            task = int(np.argmax(credit + shares))
             index = int(heads[task])
             if not batch.fits(*self._example_shape(task, index - self.offsets[task])):
                 batches.append(np.array(batch.indices))
                 batch = MixedBatch(max_tokens, max_sentences)
             batch.add(index, *self._example_shape(task, index - self.offsets[task]))
-            credit += self.probabilities
+            credit += shares
             credit[task] -= 1
             heads[task] = next(streams[task])
         batches.append(np.array(batch.indices))

@@ -11,7 +11,7 @@ import argparse
 import logging
 import os
 from dataclasses import dataclass, field, fields
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -23,7 +23,8 @@ from omegaconf import II
 
 from ..data.multitask_dataset import BATCH_MODES, MultitaskDataset
 from ..data.table import DataError, find_split_files
-from ..data.task_sampler import SAMPLING, task_probabilities
+from ..data.sampling_schedule import Ramp, SamplingSchedule, Stage
+from ..data.task_sampler import SAMPLING
 from ..data.task_schedule import BatchBudget, TaskSchedule
 from ..plan import TaskPlan
 from ..scoring.validation_metrics import (METRIC_STATS, log_metrics, metric_value,
@@ -33,7 +34,8 @@ from ..modalities import get_modality
 from ..modalities.base import CONTINUOUS
 from .instruction_task import (STATE_FORMAT, InstructionCommonConfig, InstructionConfig,
                                InstructionTask, upgrade_task_state)
-from .task_specs import TaskConfigError, TaskSpec, parse_task_specs, subset_names
+from .task_specs import (TaskConfigError, TaskSpec, check_schedule, parse_tasks,
+                         parse_temperature, subset_names)
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,12 @@ class MultitaskConfig(InstructionCommonConfig):
                 "temperature (size^(1/T)) or proportional to its weight (all 1: uniform)"})
     sampling_temperature: float = field(default=2.0, metadata={
         "help": "T of --task-sampling temperature"})
+    temperature_ramp: Any = field(default=None, metadata={
+        "help": "anneal --sampling-temperature over updates: 'to=5,end=3000[,start=0]"
+                "[,shape=cosine][,from=2]' (from: --sampling-temperature)"})
+    stages: Any = field(default=None, metadata={
+        "help": "named stages in order, name -> {until: update, tasks: [names] or "
+                "{name: factor}} (in Hydra configs task.stages; in a --tasks file, 'stages:')"})
     batch_mode: ChoiceEnum(BATCH_MODES) = field(default="homogeneous", metadata={
         "help": "homogeneous: each batch from one sampled task; mixed: each batch holds tasks "
                 "in proportion; round: a batch of every task per update, gradients summed"})
@@ -75,6 +83,9 @@ class MultitaskTask(InstructionTask):
     def __init__(self, cfg: MultitaskConfig, specs: List[TaskSpec]):
         super().__init__(cfg, plan=None)
         self.use_specs(specs)
+        self.stages: List[Stage] = []
+        self.temperature = Ramp.constant(cfg.sampling_temperature)
+        self.schedule: Optional[SamplingSchedule] = None  # the training set's, once loaded
         # task name -> its validation search, for tasks with their own eval_max_len
         self.validation_generators: Dict[str, Any] = {}
 
@@ -101,7 +112,14 @@ class MultitaskTask(InstructionTask):
             # the task file stayed where the model was trained: the checkpoint's task
             # state names the tasks (``load_state_dict``)
             return cls(cfg, [])
-        return cls(cfg, parse_task_specs(cfg.tasks, str(cfg.task_sampling), str(cfg.batch_mode)))
+        specs, stages = parse_tasks(cfg.tasks, cfg.stages, str(cfg.task_sampling),
+                                    str(cfg.batch_mode))
+        task = cls(cfg, specs)
+        task.stages = stages
+        task.temperature = parse_temperature(cfg.temperature_ramp, cfg.sampling_temperature,
+                                             str(cfg.task_sampling), str(cfg.batch_mode))
+        check_schedule(specs, stages, str(cfg.task_sampling), task.temperature)
+        return task
 
     @property
     def task_names(self) -> List[str]:
@@ -188,14 +206,20 @@ class MultitaskTask(InstructionTask):
                                                 str(self.cfg.batch_mode) if train else
                                                 "homogeneous")
         if train:
+            self.schedule = self.sampling_schedule(datasets)
+            changing = "" if self.schedule.is_static else \
+                " at update 0 (a schedule: each train log line shows the shares then)"
             shares = ", ".join(f"{n} {p:.3f}" for n, p in zip(self.task_names,
-                                                             self.probabilities(datasets)))
-            logger.info(f"task sampling ({self.cfg.task_sampling}): {shares}")
+                                                             self.schedule.at(0)))
+            logger.info(f"task sampling ({self.cfg.task_sampling}){changing}: {shares}")
 
-    def probabilities(self, datasets) -> np.ndarray:
-        return task_probabilities(str(self.cfg.task_sampling), [len(d) for d in datasets],
-                                  [s.weight for s in self.specs], self.cfg.sampling_temperature,
-                                  [s.size_cap for s in self.specs])
+    def sampling_schedule(self, datasets) -> SamplingSchedule:
+        """The tasks' shares over the run, for these training datasets."""
+        return SamplingSchedule(str(self.cfg.task_sampling), self.task_names,
+                                [len(d) for d in datasets], [s.weight for s in self.specs],
+                                self.temperature, [s.size_cap for s in self.specs],
+                                [(s.start_update, s.end_update) for s in self.specs],
+                                self.stages)
 
     def get_batch_iterator(self, dataset, max_tokens=None, max_sentences=None,
                            max_positions=None, ignore_invalid_inputs=False,
@@ -217,7 +241,7 @@ class MultitaskTask(InstructionTask):
                    BatchBudget(s.max_tokens or max_tokens, s.batch_size or max_sentences)
                    for s in self.specs]
         schedule = TaskSchedule(dataset.datasets, dataset.offsets[:-1],
-                                self.probabilities(dataset.datasets), budgets, mode, seed,
+                                self.sampling_schedule(dataset.datasets).at, budgets, mode, seed,
                                 max_positions, ignore_invalid_inputs,
                                 required_batch_size_multiple, num_shards,
                                 self._update_freq(epoch) if train else 1)
@@ -263,6 +287,10 @@ class MultitaskTask(InstructionTask):
         data-parallel training gives them (legacy_ddp all-reduces every parameter): the
         optimizer then treats them alike whatever the number of processes (Adam skips a
         missing gradient but still moves a parameter with momentum on a zero one)."""
+        if self.schedule is not None and not self.schedule.is_static:
+            for name, share in zip(self.task_names, self.schedule.at(update_num)):
+                # a float: fairseq saves meters in checkpoints, loaded weights-only
+                metrics.log_scalar(f"{name}_share", float(share), round=3)
         parts = sample["rounds"] if "rounds" in sample else [sample]
         total_loss, total_size, logs = 0.0, 0, {}
         for part in parts:

@@ -56,7 +56,9 @@ def train(task):
 def make_schedule(dataset, mode, budgets=None, seed=SEED, num_shards=1, update_freq=1,
                   probabilities=P):
     budgets = budgets or [BatchBudget(None, BATCH)] * len(dataset.datasets)
-    return TaskSchedule(dataset.datasets, dataset.offsets[:-1], probabilities, budgets, mode,
+    return TaskSchedule(dataset.datasets, dataset.offsets[:-1],
+                        probabilities if callable(probabilities) else lambda update: probabilities,
+                        budgets, mode,
                         seed, num_shards=num_shards, update_freq=update_freq)
 
 
@@ -86,7 +88,7 @@ def test_the_task_loads_three_datasets(task, train):
     assert task.task_names == list(SIZES)
     assert [len(d) for d in train.datasets] == list(SIZES.values())
     assert train.offsets.tolist() == [0, 40, 120, 280]
-    assert task.probabilities(train.datasets).tolist() == pytest.approx(P.tolist())
+    assert task.sampling_schedule(train.datasets).at(0).tolist() == pytest.approx(P.tolist())
 
 
 # --- homogeneous ------------------------------------------------------------------------------
@@ -380,12 +382,13 @@ def test_examples_longer_than_max_positions(train):
     too_long = [int((d.src_sizes > 11).sum()) for d in datasets]
     assert all(0 < n < len(d) for n, d in zip(too_long, datasets))
     with pytest.raises(ValueError, match=r"examples \(row index \d+ first\) are longer than"):
-        TaskSchedule(datasets, train.offsets[:-1], P, [BatchBudget(None, BATCH)] * 3,
-                     "homogeneous", SEED, max_positions=limit)
+        TaskSchedule(datasets, train.offsets[:-1], lambda update: P,
+                     [BatchBudget(None, BATCH)] * 3, "homogeneous", SEED, max_positions=limit)
     # skipped when asked: never in a batch, in any mode
     for mode in ("homogeneous", "round", "mixed"):
-        schedule = TaskSchedule(datasets, train.offsets[:-1], P, [BatchBudget(None, BATCH)] * 3,
-                                mode, SEED, max_positions=limit, ignore_invalid_inputs=True)
+        schedule = TaskSchedule(datasets, train.offsets[:-1], lambda update: P,
+                                [BatchBudget(None, BATCH)] * 3, mode, SEED, max_positions=limit,
+                                ignore_invalid_inputs=True)
         drawn = {int(i) for b in schedule.batches(1) for i in b}
         assert drawn and all(train.sizes[i][0] <= 11 for i in drawn), mode
 
@@ -394,6 +397,6 @@ def test_a_task_without_any_example_within_max_positions_is_an_error(train, long
     datasets = [train.datasets[0], long_task]
     assert long_task.src_sizes.min() > 16 >= train.datasets[0].src_sizes.max()
     with pytest.raises(ValueError, match=long_task.name):
-        TaskSchedule(datasets, [0, len(datasets[0])], np.array([0.5, 0.5]),
+        TaskSchedule(datasets, [0, len(datasets[0])], lambda update: np.array([0.5, 0.5]),
                      [BatchBudget(None, 4)] * 2, "homogeneous", SEED, max_positions=(16, 16),
                      ignore_invalid_inputs=True)

@@ -30,7 +30,7 @@ from demo_data import (NLI_INSTRUCTION, SHAPES_GROUNDING_INSTRUCTION, write_digi
                        write_task)
 from ofasys_fairseq.tasks.instruction_task import InstructionConfig, InstructionTask
 from ofasys_fairseq.tasks.multitask_task import MultitaskTask
-from ofasys_fairseq.tasks.task_specs import TaskConfigError, parse_task_specs
+from ofasys_fairseq.tasks.task_specs import TaskConfigError, parse_tasks
 from tests.helpers import (multitask_task, sentences, train_updates, valid_lines,
                            write_jsonl)
 
@@ -420,7 +420,7 @@ def test_good_tasks_set_up_and_load(data, tmp_path):
                  r"task 'grounding': unknown key 'loss_wieght' \(did you mean 'loss_weight'\?\)",
                  id="unknown-loss-key"),
     pytest.param({"nli": {"weight": -1}}, "weights",
-                 r"task 'nli': weight must be a number >= 0, got -1", id="negative-weight"),
+                 r"tasks.nli.weight: must be a number >= 0, got -1", id="negative-weight"),
     pytest.param({"grounding": {"loss_weight": -0.5}}, "weights",
                  r"task 'grounding': loss_weight must be a number >= 0",
                  id="negative-loss-weight"),
@@ -554,17 +554,17 @@ def test_a_task_subset_other_than_the_runs(data, tmp_path):
 def test_tasks_file_problems(data, tmp_path):
     missing = tmp_path / "missing.yaml"
     with pytest.raises(TaskConfigError, match=rf"--tasks {re.escape(str(missing))}: no such file"):
-        parse_task_specs(str(missing), "weights")
+        parse_tasks(str(missing), None, "weights")
     not_tasks = tmp_path / "not_tasks.yaml"
     not_tasks.write_text("nli: {instruction: x, data: y}\n")
     with pytest.raises(TaskConfigError, match="expected a mapping 'tasks:'"):
-        parse_task_specs(str(not_tasks), "weights")
+        parse_tasks(str(not_tasks), None, "weights")
     with pytest.raises(TaskConfigError, match="no tasks"):
-        parse_task_specs({}, "weights")
+        parse_tasks({}, None, "weights")
     # relative data paths are read from the file's directory
-    specs = parse_task_specs(str(data / "tasks.yaml"), "weights")
+    specs, stages = parse_tasks(str(data / "tasks.yaml"), None, "weights")
     assert [s.data for s in specs] == [str(data / "nli"), str(data / "shapes")]
-    assert [s.loss_weight for s in specs] == [1.0, 2]
+    assert [s.loss_weight for s in specs] == [1.0, 2] and stages == []
 
 
 def test_cli_fails_before_training(data, tmp_path):

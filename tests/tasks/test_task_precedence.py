@@ -1,0 +1,119 @@
+"""Task precedence in a multitask run: stages, start and end updates, weight ramps and an
+annealed temperature, refused before training when they cannot run (naming the config
+path), and followed by fairseq-train deterministically: a run resumed mid-stage and
+mid-ramp trains the very tasks and losses of an uninterrupted one."""
+import glob
+import json
+
+import pytest
+
+from ofasys_fairseq.tasks.task_specs import TaskConfigError
+from tests.helpers import train_updates
+from tests.tasks.test_multitask_training import (data, good_tasks, multitask,  # noqa: F401
+                                                 run, train_command)
+
+RAMP = {"from": 0.2, "to": 1, "start": 0, "end": 12, "shape": "cosine"}
+
+
+@pytest.mark.parametrize("tasks, options, message", [
+    pytest.param({"nli": {"start_update": 10, "end_update": 5}}, {},
+                 r"tasks.nli.end_update: 5 is not an update after start_update \(10\): the "
+                 r"task would never be trained", id="end-before-start"),
+    pytest.param({"nli": {"start_update": -1}}, {},
+                 r"tasks.nli.start_update: expected an update >= 0", id="negative-start"),
+    pytest.param({"nli": {"weight": {**RAMP, "to": -1}}}, {},
+                 r"tasks.nli.weight.to: expected a number >= 0, got -1", id="negative-ramp"),
+    pytest.param({"nli": {"weight": {**RAMP, "end": 0}}}, {},
+                 r"tasks.nli.weight.end: expected an update after start \(0\)",
+                 id="empty-ramp"),
+    pytest.param({"nli": {"weight": {**RAMP, "shape": "step"}}}, {},
+                 r"tasks.nli.weight.shape: expected one of linear, cosine", id="ramp-shape"),
+    pytest.param({"nli": {"weight": {**RAMP, "speed": 2}}}, {},
+                 r"tasks.nli.weight: unknown key\(s\) speed", id="ramp-key"),
+    pytest.param({"nli": {"end_update": 10}, "grounding": {"start_update": 20}}, {},
+                 r"tasks: from update 10 no task would be trained", id="a-gap"),
+    pytest.param({}, {"stages": {"first": {"until": 100, "tasks": ["nli"]},
+                                 "second": {"until": 50, "tasks": ["grounding"]}}},
+                 r"stages.second.until: 50 is not an update after the previous stage's end "
+                 r"\(100\): stages follow one another without overlapping", id="overlap"),
+    pytest.param({}, {"stages": {"first": {"tasks": ["nli"]},
+                                 "second": {"until": 50, "tasks": ["grounding"]}}},
+                 r"stages.first.until: only the last stage may run to the end",
+                 id="open-stage-first"),
+    pytest.param({}, {"stages": {"first": {"until": 10, "tasks": ["nlii"]},
+                                 "second": {"tasks": ["nli", "grounding"]}}},
+                 r"stages.first.tasks: no task 'nlii' \(did you mean 'nli'\?\)",
+                 id="unknown-task"),
+    pytest.param({}, {"stages": {"first": {"until": 10, "tasks": {"nli": -2}}}},
+                 r"stages.first.tasks.nli: expected a factor >= 0", id="negative-factor"),
+    pytest.param({}, {"stages": {"only": {"tasks": ["nli"]}}},
+                 r"stages: task\(s\) grounding are in no stage, so never trained",
+                 id="never-active"),
+    pytest.param({"nli": {"weight": RAMP}}, {"batch_mode": "mixed"},
+                 r"a weight ramp: the tasks' shares would change over the run, which "
+                 r"batch_mode 'mixed' cannot follow", id="ramp-in-mixed-mode"),
+    pytest.param({}, {"batch_mode": "round", "stages": {"only": {"tasks": ["nli", "grounding"]}}},
+                 r"start_update / end_update / stages: .* batch_mode 'round'",
+                 id="stages-in-round-mode"),
+    pytest.param({}, {"temperature_ramp": "to=5,end=100"},
+                 r"temperature_ramp: task_sampling is 'weights', which has no temperature",
+                 id="temperature-without-temperature-sampling"),
+    pytest.param({}, {"task_sampling": "temperature", "temperature_ramp": "to=0,end=100"},
+                 r"temperature_ramp: the sampling temperature must stay > 0",
+                 id="zero-temperature"),
+    pytest.param({}, {"task_sampling": "temperature", "temperature_ramp": "to=5,end=x"},
+                 r"temperature_ramp.end: expected a number, got 'x'", id="ramp-flag-syntax"),
+])
+def test_bad_schedules_are_refused_naming_the_config_path(data, tmp_path, tasks, options,
+                                                          message):
+    specs = good_tasks(data)
+    for name, values in tasks.items():
+        specs[name].update(values)
+    with pytest.raises(TaskConfigError, match=message):
+        multitask(specs, tmp_path, **options)
+
+
+def test_a_temperature_ramp_flag_and_stages_set_up(data, tmp_path):
+    task = multitask(good_tasks(data), tmp_path, task_sampling="temperature",
+                     sampling_temperature=1.0, temperature_ramp="to=4,end=100,shape=cosine",
+                     stages="{warmup: {until: 10, tasks: [grounding]}, "
+                            "joint: {tasks: {nli: 1, grounding: 0.5}}}")  # as --stages
+    assert (task.temperature.start_value, task.temperature.end_value) == (1.0, 4.0)
+    assert [s.name for s in task.stages] == ["warmup", "joint"]
+    task.load_dataset("train")
+    assert task.schedule.at(0).tolist() == [0, 1]
+    nli, grounding = task.schedule.at(100).tolist()
+    assert nli == pytest.approx(2 * grounding)  # equal sizes, factors 1 and 0.5
+
+
+def test_a_run_resumed_mid_stage_and_mid_ramp_trains_the_same_tasks(data, tmp_path):
+    """Stage 'warmup' trains grounding alone until update 4, then both tasks with nli's
+    weight ramping up until update 12; a run resumed at update 6 (mid-ramp) repeats
+    updates 7..12 of the uninterrupted run field for field, shares included."""
+    tasks = {"tasks": {"nli": {"instruction": good_tasks(data)["nli"]["instruction"],
+                               "data": "nli", "weight": RAMP},
+                       "grounding": {"instruction": good_tasks(data)["grounding"]["instruction"],
+                                     "data": "shapes"}},
+             "stages": {"warmup": {"until": 4, "tasks": ["grounding"]},
+                        "joint": {"tasks": ["nli", "grounding"]}}}
+    tasks_file = data / "precedence.yaml"
+    tasks_file.write_text(json.dumps(tasks))
+    args = ["--batch-size", "16", "--max-update", 12, "--save-interval-updates", 6]
+    whole = run(train_command(tasks_file, tmp_path / "whole", *args))
+    assert "task sampling (weights) at update 0 (a schedule: each train log line shows the " \
+           "shares then): nli 0.000, grounding 1.000" in whole
+    updates = train_updates(whole)
+    assert sorted(updates) == list(range(1, 13))
+    for update in range(1, 5):  # the warm-up stage: grounding alone
+        fields = updates[update][2]
+        assert fields["nli_share"] == "0" and fields["nli_samples"] == "0", update
+    shares = [float(updates[u][2]["nli_share"]) for u in range(5, 13)]
+    assert shares == sorted(shares) and 0 < shares[0] < shares[-1] < 0.5
+    assert any(updates[u][2]["nli_samples"] != "0" for u in range(5, 13))
+    checkpoint, = glob.glob(str(tmp_path / "whole" / "checkpoint_*_6.pt"))
+    resumed = run(train_command(tasks_file, tmp_path / "resumed", *args, "--restore-file",
+                                checkpoint))
+    again = train_updates(resumed)
+    assert sorted(again) == list(range(7, 13))
+    for update in range(7, 13):
+        assert again[update] == updates[update], update

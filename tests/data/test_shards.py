@@ -52,7 +52,7 @@ def fairseq_train(data_dir, save_dir) -> str:
          "--task", "instruction", "--instruction", INSTRUCTION, "--arch", "ofasys_tiny",
          "--embed-dim", "16", "--ffn-embed-dim", "32", "--encoder-layers", "1",
          "--decoder-layers", "1", "--criterion", "instruction_ce", "--optimizer", "adam",
-         "--lr", "0.003", "--batch-size", "8", "--max-epoch", "2", "--vocab-size", "40",
+         "--lr", "0.003", "--batch-size", "8", "--max-epoch", "1", "--vocab-size", "40",
          "--cpu", "--num-workers", "0", "--log-format", "simple", "--log-interval", "1",
          "--eval-metrics", "bleu", "--seed", "3", "--no-save", "--save-dir", str(save_dir)],
         capture_output=True, text=True, timeout=300,
@@ -67,10 +67,10 @@ def test_shards_train_exactly_as_one_file(same_rows, tmp_path):
     assert "train-00000-of-00003.jsonl .. train-00002-of-00003.jsonl (3 files)" in sharded
     assert "valid: 12 examples from" in sharded
     updates = train_updates(sharded)
-    assert len(updates) == 16  # 60 rows in batches of 8, two epochs
+    assert len(updates) == 8  # 60 rows in batches of 8
     assert updates == train_updates(one)  # the same batches: the same losses
     validations = valid_lines(sharded)
-    assert len(validations) == 2 and "bleu" in validations[16]
+    assert len(validations) == 1 and "bleu" in validations[8]
     assert validations == valid_lines(one)  # references of every shard, one corpus
 
 

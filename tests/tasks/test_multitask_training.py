@@ -343,7 +343,7 @@ def test_hydra_demo_config_composes_with_overrides(repo_root):
     assert isinstance(task, MultitaskTask)
     assert task.task_names == list(DEMO_TASKS)
     specs = {s.name: s for s in task.specs}
-    assert [s.weight for s in task.specs] == [2] + [1] * 10
+    assert [s.weight.at(0) for s in task.specs] == [2] + [1] * 10
     assert specs["digits"].data == "elsewhere"
     assert specs["shapes_grounding"].metrics == ["box_acc"]
     assert str(task.cfg.batch_mode) == "mixed"

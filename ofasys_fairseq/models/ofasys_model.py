@@ -2,6 +2,7 @@
 encoder-decoder."""
 import logging
 from dataclasses import dataclass, field
+from typing import Any, List, Mapping
 
 import torch
 import torch.nn as nn
@@ -13,7 +14,7 @@ from fairseq.models.transformer import TransformerConfig
 from fairseq.models.transformer.transformer_config import DecoderConfig, EncDecBaseConfig
 from omegaconf import II
 
-from ..modalities import ModalityModelOptions, registered_modalities
+from ..modalities import ModalityModelOptions, get_modality, registered_modalities
 from ..modalities.base import CONTINUOUS, FEATURES
 from .adapters import TokenAdapter
 from .dropout import use_uniform_dropout
@@ -95,6 +96,16 @@ class OFASysModel(FairseqEncoderDecoderModel):
         encoder = UniversalEncoder(layers, dictionary, nn.ModuleDict(adapters), modality_of)
         decoder = UniversalDecoder(layers, dictionary, embed_tokens, nn.ModuleDict(heads))
         return use_uniform_dropout(cls(encoder, decoder))
+
+    def modules_of(self, plan, settings: Mapping[str, Mapping[str, Any]]) -> List[nn.Module]:
+        """The adapters and output head that the plan's slots read and decode through."""
+        modules = []
+        for slot in {s for t in plan.templates for s in t.feature_slots}:
+            key = get_modality(slot.modality).adapter_key(slot, settings[slot.modality])
+            modules.append(self.encoder.adapters[key])
+        if plan.target.modality in self.decoder.output_heads:
+            modules.append(self.decoder.output_heads[plan.target.modality])
+        return modules
 
     # set by the task when it fine-tunes a checkpoint (--finetune-from-model)
     extends_checkpoint = False

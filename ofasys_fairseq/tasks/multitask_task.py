@@ -18,6 +18,7 @@ import torch
 from fairseq import metrics
 from fairseq.data import iterators
 from fairseq.dataclass import ChoiceEnum
+from fairseq.optim.fp16_optimizer import FP16Optimizer
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II
 
@@ -303,6 +304,37 @@ class MultitaskTask(InstructionTask):
             if parameter.requires_grad and parameter.grad is None:
                 parameter.grad = torch.zeros_like(parameter)
         return total_loss, total_size, logs
+
+    def optimizer_step(self, optimizer, model, update_num):
+        """The optimizer's step, then each task's own parameters (adapters and output
+        heads no other task uses) moved ``lr_scale`` times as far: the step of an optimizer
+        whose update is proportional to the learning rate (SGD, Adam, AdamW, Adagrad, NAG;
+        not Adafactor's relative steps) at the task's rate. The same on every rank (their
+        gradients are already reduced) and stateless, so resumes and data-parallel runs
+        follow it exactly."""
+        scaled = self._lr_scaled_parameters(model)
+        if scaled and isinstance(optimizer, FP16Optimizer):
+            raise ValueError("lr_scale needs fp32 training, --amp or --memory-efficient-fp16: "
+                             "--fp16 / --bf16 step fp32 copies of the parameters")
+        before = [p.detach().clone() for p, _ in scaled]
+        super().optimizer_step(optimizer, model, update_num)
+        with torch.no_grad():
+            for (parameter, scale), old in zip(scaled, before):
+                parameter.sub_(old).mul_(scale).add_(old)
+
+    def _lr_scaled_parameters(self, model) -> List[tuple]:
+        """(parameter, lr_scale) of each task with a scale other than 1, for the modules
+        only that task uses (a module another task reads too keeps the run's rate)."""
+        users: Dict[int, List[int]] = {}
+        modules = {}
+        for t, member in enumerate(self.members):
+            for module in model.modules_of(member.plan, self.modality_settings):
+                users.setdefault(id(module), []).append(t)
+                modules[id(module)] = module
+        return [(parameter, self.specs[tasks[0]].lr_scale)
+                for key, tasks in users.items()
+                if len(set(tasks)) == 1 and self.specs[tasks[0]].lr_scale != 1
+                for parameter in modules[key].parameters() if parameter.requires_grad]
 
     def valid_step(self, sample, model, criterion):
         loss, sample_size, log = FairseqTask.valid_step(self, sample, model, criterion)

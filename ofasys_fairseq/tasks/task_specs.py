@@ -35,6 +35,8 @@ class TaskSpec:
             ``end_update`` (exclusive; None: to the end).
         size_cap: most examples counted for ``size`` / ``temperature`` sampling.
         loss_weight: multiplies the task's token losses (and so its gradients).
+        lr_scale: multiplies the learning rate of the parameters only this task uses (its
+            own adapters and output head); shared ones move at the run's rate.
         metrics: validation metrics, the first one counting in the selection ``score``
             (default: every metric the target supports).
         batch_size / max_tokens: this task's batch budget (default: the run's).
@@ -52,6 +54,7 @@ class TaskSpec:
     end_update: Optional[int] = None
     size_cap: Optional[int] = None
     loss_weight: float = 1.0
+    lr_scale: float = 1.0
     metrics: List[str] = field(default_factory=list)
     batch_size: Optional[int] = None
     max_tokens: Optional[int] = None
@@ -119,9 +122,10 @@ def _spec(name, values, base_dir: str) -> TaskSpec:
     if isinstance(spec.metrics, str):
         spec.metrics = [spec.metrics]
     spec.data = os.path.join(base_dir, os.path.expanduser(str(spec.data)))
-    if not _is_number(spec.loss_weight) or spec.loss_weight < 0:
-        raise TaskConfigError(f"{where}: loss_weight must be a number >= 0, got "
-                              f"{spec.loss_weight!r}")
+    for key in ("loss_weight", "lr_scale"):
+        if not _is_number(getattr(spec, key)) or getattr(spec, key) < 0:
+            raise TaskConfigError(f"{where}: {key} must be a number >= 0, got "
+                                  f"{getattr(spec, key)!r}")
     spec.weight = parse_ramp(spec.weight, f"tasks.{name}.weight")
     start, end = spec.start_update, spec.end_update
     if not isinstance(start, int) or start < 0:

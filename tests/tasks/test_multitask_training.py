@@ -1,6 +1,7 @@
 """``--task multitask`` end to end with fairseq's own tools on CPU: a run killed with
 SIGKILL resumes to the very losses of an uninterrupted one; two data-parallel CPU
-processes train what one process with ``--update-freq 2`` trains; the Hydra demo
+processes train what one process with ``--update-freq 2`` trains (grounding's
+``lr_scale`` on its own image adapter included); the Hydra demo
 config composes, takes overrides and trains; bad task configurations fail before
 training with messages naming task and key; a multitask checkpoint decodes as any
 one of its tasks.
@@ -78,7 +79,8 @@ def data(tmp_path_factory):
     write_shapes(str(root), train=96, valid=16)
     tasks = {"tasks": {"nli": {"instruction": NLI_INSTRUCTION, "data": "nli"},
                        "grounding": {"instruction": SHAPES_GROUNDING_INSTRUCTION,
-                                     "data": "shapes", "loss_weight": 2}}}
+                                     "data": "shapes", "loss_weight": 2,
+                                     "lr_scale": 2}}}  # its own image adapter at 2x
     (root / "tasks.yaml").write_text(json.dumps(tasks))  # JSON is YAML
     return root
 

@@ -6,11 +6,15 @@ import glob
 import json
 
 import pytest
+import torch
+from fairseq import optim, options
+from fairseq import tasks as fairseq_tasks
+from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
 from ofasys_fairseq.tasks.task_specs import TaskConfigError
 from tests.helpers import train_updates
-from tests.tasks.test_multitask_training import (data, good_tasks, multitask,  # noqa: F401
-                                                 run, train_command)
+from tests.tasks.test_multitask_training import (MODEL_ARGS, data,  # noqa: F401
+                                                 good_tasks, multitask, run, train_command)
 
 RAMP = {"from": 0.2, "to": 1, "start": 0, "end": 12, "shape": "cosine"}
 
@@ -118,3 +122,53 @@ def test_a_run_resumed_mid_stage_and_mid_ramp_trains_the_same_tasks(data, tmp_pa
     assert sorted(again) == list(range(7, 13))
     for update in range(7, 13):
         assert again[update] == updates[update], update
+
+
+def one_step(data, tmp_path, lr_scale: float, optimizer: str = "adam"):
+    """nli + grounding (whose IMAGE adapter no other task reads); one training step of a
+    grounding batch with ``lr_scale`` on grounding. Returns (model before, model after)."""
+    specs = good_tasks(data)
+    specs["grounding"]["lr_scale"] = lr_scale
+    args = options.parse_args_and_arch(options.get_training_parser(), [
+        "--task", "multitask", "--tasks", str(tasks_file(tmp_path, specs)), *MODEL_ARGS,
+        "--optimizer", optimizer, "--lr", "0.01", "--save-dir", str(tmp_path / "unused")])
+    cfg = convert_namespace_to_omegaconf(args)
+    task = fairseq_tasks.setup_task(cfg.task)
+    task.load_dataset("train")
+    torch.manual_seed(1)
+    model = task.build_model(cfg.model)
+    criterion = task.build_criterion(cfg.criterion)
+    optimizer = optim.build_optimizer(cfg.optimizer, list(model.parameters()))
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    grounding = task.datasets["train"].datasets[1]
+    offset = int(task.datasets["train"].offsets[1])
+    sample = task.datasets["train"].collater([task.datasets["train"][offset + i]
+                                              for i in range(8)])
+    assert sample["task_index"] == 1 and len(grounding) > 8
+    task.train_step(sample, model, criterion, optimizer, 0)
+    task.optimizer_step(optimizer, model, 0)
+    return model, before
+
+
+def tasks_file(tmp_path, specs):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "tasks.yaml"
+    path.write_text(json.dumps({"tasks": specs}))
+    return path
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_a_tasks_own_parameters_move_at_its_learning_rate_scale(data, tmp_path, optimizer):
+    moved = {}
+    for scale in (1.0, 3.0, 0.0):
+        model, before = one_step(data, tmp_path / str(scale), scale, optimizer)
+        moved[scale] = {name: p.detach() - before[name] for name, p in model.named_parameters()}
+    own = [n for n in moved[1.0] if n.startswith("encoder.adapters.") and ".text" not in n
+           and "tokens" not in n and moved[1.0][n].abs().sum() > 0]
+    shared = [n for n in moved[1.0] if n.startswith("encoder.layers.")]
+    assert own and shared
+    for name in own:  # the image adapter: only grounding reads it
+        assert torch.allclose(moved[3.0][name], 3 * moved[1.0][name], atol=1e-7), name
+        assert moved[0.0][name].abs().max() == 0, name
+    for name in shared:  # shared layers: the run's rate whatever the scale
+        assert torch.equal(moved[3.0][name], moved[1.0][name]), name

@@ -46,8 +46,9 @@ def same_rows(tmp_path_factory):
     return root
 
 
-def fairseq_train(data_dir, save_dir) -> str:
-    result = subprocess.run(
+def fairseq_train(data_dir, save_dir) -> subprocess.Popen:
+    """fairseq-train on ``data_dir``, started (both runs of a test share the cores)."""
+    return subprocess.Popen(
         [sys.executable, "-m", "fairseq_cli.train", str(data_dir), "--user-dir", USER_DIR,
          "--task", "instruction", "--instruction", INSTRUCTION, "--arch", "ofasys_tiny",
          "--embed-dim", "16", "--ffn-embed-dim", "32", "--encoder-layers", "1",
@@ -55,15 +56,19 @@ def fairseq_train(data_dir, save_dir) -> str:
          "--lr", "0.003", "--batch-size", "8", "--max-epoch", "1", "--vocab-size", "40",
          "--cpu", "--num-workers", "0", "--log-format", "simple", "--log-interval", "1",
          "--eval-metrics", "bleu", "--seed", "3", "--no-save", "--save-dir", str(save_dir)],
-        capture_output=True, text=True, timeout=300,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env=dict(os.environ, OMP_NUM_THREADS="1"))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout + result.stderr
+
+
+def finished(run: subprocess.Popen) -> str:
+    output, _ = run.communicate(timeout=300)
+    assert run.returncode == 0, output[-3000:]
+    return output
 
 
 def test_shards_train_exactly_as_one_file(same_rows, tmp_path):
-    one = fairseq_train(same_rows / "one", tmp_path / "one")
-    sharded = fairseq_train(same_rows / "sharded", tmp_path / "sharded")
+    runs = [fairseq_train(same_rows / name, tmp_path / name) for name in ("one", "sharded")]
+    one, sharded = map(finished, runs)
     assert "train-00000-of-00003.jsonl .. train-00002-of-00003.jsonl (3 files)" in sharded
     assert "valid: 12 examples from" in sharded
     updates = train_updates(sharded)

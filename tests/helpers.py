@@ -3,10 +3,12 @@ import json
 import os
 import random
 import re
+import sys
 from typing import Dict, Iterable, List
 
 import torch
 
+import ofasys_fairseq
 from ofasys_fairseq.tasks.instruction_task import InstructionConfig, InstructionTask
 from ofasys_fairseq.tasks.multitask_task import MultitaskConfig, MultitaskTask
 
@@ -27,6 +29,21 @@ def sentences(count: int, seed: int, min_words: int = 2, max_words: int = 10) ->
     rng = random.Random(seed)
     return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(min_words, max_words)))
             for _ in range(count)]
+
+
+def tiny_train_command(data_dir, save_dir, instruction: str, *extra: str) -> List[str]:
+    """``fairseq-train`` (as a module of this Python) for a tiny ``ofasys_tiny`` on
+    ``--task instruction``, plus ``extra`` (learning rate, batches, epochs, logging)."""
+    user_dir = os.path.dirname(os.path.abspath(ofasys_fairseq.__file__))
+    return [sys.executable, "-m", "fairseq_cli.train", str(data_dir), "--user-dir", user_dir,
+            "--task", "instruction", "--instruction", instruction, "--arch", "ofasys_tiny",
+            "--embed-dim", "16", "--ffn-embed-dim", "32", "--encoder-layers", "1",
+            "--decoder-layers", "1", "--criterion", "instruction_ce", "--optimizer", "adam",
+            "--vocab-size", "40", "--cpu", "--num-workers", "0", "--save-dir", str(save_dir),
+            *extra]
+
+
+ONE_THREAD = dict(os.environ, OMP_NUM_THREADS="1")  # tiny models: threads only slow them
 
 
 def instruction_task(data_dir, instruction: str, **overrides) -> InstructionTask:

@@ -325,6 +325,8 @@ class MultitaskTask(InstructionTask):
     def _lr_scaled_parameters(self, model) -> List[tuple]:
         """(parameter, lr_scale) of each task with a scale other than 1, for the modules
         only that task uses (a module another task reads too keeps the run's rate)."""
+        if all(spec.lr_scale == 1 for spec in self.specs):
+            return []
         users: Dict[int, List[int]] = {}
         modules = {}
         for t, member in enumerate(self.members):

@@ -4,20 +4,17 @@ errors naming the file they are in, and training exactly as on the same rows in 
 import json
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-import ofasys_fairseq
 from ofasys_fairseq.data.instruction_dataset import InstructionDataset
 from ofasys_fairseq.data.table import InvalidRows, Table
 from ofasys_fairseq.tasks.task_specs import TaskConfigError
-from tests.helpers import (instruction_task, multitask_task, sentences, train_updates,
-                           valid_lines, write_jsonl)
+from tests.helpers import (ONE_THREAD, instruction_task, multitask_task, sentences,
+                           tiny_train_command, train_updates, valid_lines, write_jsonl)
 
 INSTRUCTION = "[TEXT:src] what is the summary? -> [TEXT:tgt]"
-USER_DIR = os.path.dirname(os.path.abspath(ofasys_fairseq.__file__))
 
 
 def pairs(count: int, seed: int):
@@ -49,15 +46,11 @@ def same_rows(tmp_path_factory):
 def fairseq_train(data_dir, save_dir) -> subprocess.Popen:
     """fairseq-train on ``data_dir``, started (both runs of a test share the cores)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "fairseq_cli.train", str(data_dir), "--user-dir", USER_DIR,
-         "--task", "instruction", "--instruction", INSTRUCTION, "--arch", "ofasys_tiny",
-         "--embed-dim", "16", "--ffn-embed-dim", "32", "--encoder-layers", "1",
-         "--decoder-layers", "1", "--criterion", "instruction_ce", "--optimizer", "adam",
-         "--lr", "0.003", "--batch-size", "8", "--max-epoch", "1", "--vocab-size", "40",
-         "--cpu", "--num-workers", "0", "--log-format", "simple", "--log-interval", "1",
-         "--eval-metrics", "bleu", "--seed", "3", "--no-save", "--save-dir", str(save_dir)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env=dict(os.environ, OMP_NUM_THREADS="1"))
+        tiny_train_command(data_dir, save_dir, INSTRUCTION, "--lr", "0.003", "--batch-size",
+                           "8", "--max-epoch", "1", "--log-format", "simple",
+                           "--log-interval", "1", "--eval-metrics", "bleu", "--seed", "3",
+                           "--no-save"),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ONE_THREAD)
 
 
 def finished(run: subprocess.Popen) -> str:

@@ -15,6 +15,7 @@ from ofasys_fairseq.cli import choose_instruction_task, fairseq_tool
 from ofasys_fairseq.data.table import DataError, InvalidRows
 from ofasys_fairseq.instruction import InstructionError
 from ofasys_fairseq.tasks.instruction_task import SentencepieceDetokenizer
+from tests.helpers import ONE_THREAD, tiny_train_command
 
 USER_DIR = os.path.dirname(os.path.abspath(ofasys_fairseq.__file__))
 GOOD = "[TEXT:src] -> [TEXT:tgt]"
@@ -237,15 +238,10 @@ def test_an_output_with_no_room_after_its_prefix_is_a_clear_error(data):
 
 
 def fairseq_train(data_dir, save_dir, instruction):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run(
-        [sys.executable, "-m", "fairseq_cli.train", str(data_dir), "--user-dir", USER_DIR,
-         "--task", "instruction", "--instruction", instruction, "--arch", "ofasys_tiny",
-         "--embed-dim", "16", "--ffn-embed-dim", "32", "--encoder-layers", "1",
-         "--decoder-layers", "1", "--criterion", "instruction_ce", "--optimizer", "adam",
-         "--lr", "0.001", "--batch-size", "4", "--max-epoch", "1", "--vocab-size", "40",
-         "--num-bins", "4", "--cpu", "--num-workers", "0", "--save-dir", str(save_dir)],
-        capture_output=True, text=True, timeout=300, env=env)
+    return subprocess.run(tiny_train_command(data_dir, save_dir, instruction, "--lr", "0.001",
+                                             "--batch-size", "4", "--max-epoch", "1",
+                                             "--num-bins", "4"),
+                          capture_output=True, text=True, timeout=300, env=ONE_THREAD)
 
 
 def test_fairseq_train_with_an_instruction_and_no_task_trains_the_instruction_task(data,
@@ -261,7 +257,7 @@ def test_fairseq_train_with_an_instruction_and_no_task_trains_the_instruction_ta
          "--batch-size", "4", "--max-epoch", "1", "--vocab-size", "40", "--cpu",
          "--num-workers", "0", "--save-dir", str(save_dir),
          "--tensorboard-logdir", str(tmp_path / "tensorboard")],
-        capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+        capture_output=True, text=True, timeout=300, env=ONE_THREAD)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "task: InstructionTask" in result.stdout + result.stderr
     assert "checkpoint_last.pt" in checkpoints_in(save_dir)

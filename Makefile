@@ -28,11 +28,14 @@ $(STAMP): setup.py Makefile
 	$(PY) scripts/fetch_arctic.py $(VENV)/share/cmu_arctic
 	touch $(STAMP)
 
+# Two test processes (pytest-xdist), each taking whole files (module fixtures built once).
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow" tests
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py

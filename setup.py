@@ -38,7 +38,7 @@ setup(
         "tensorboardX",
     ],
     extras_require={
-        "test": ["pytest", "hypothesis", "pycocoevalcap"],
+        "test": ["pytest", "pytest-xdist", "hypothesis", "pycocoevalcap"],
         # the demo's real tables (scripts/demo_tables.py) and its report's curves
         "demo": ["statsmodels==0.15.0", "vega-datasets", "matplotlib"],
         "wandb": ["wandb"],  # --wandb-project

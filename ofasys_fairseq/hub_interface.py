@@ -74,7 +74,7 @@ class OFASys:
                   data: Union[Sequence[Mapping[str, object]], str, os.PathLike, Table] = (),
                   beam: int = 5,
                   max_len: Optional[int] = None,
-                  batch_size: int = 128,
+                  batch_size: int = 32,
                   max_tokens: int = 8192,
                   labels: Optional[Dict[str, Sequence[str]]] = None,
                   task: Optional[str] = None) -> List[Dict[str, object]]:
@@ -90,7 +90,8 @@ class OFASys:
             max_len: longest output, not counting the forced ``no_loss`` prefix: tokens
                 (default 64), or decoder steps of a continuous output (default: what the
                 decoder's positions hold).
-            batch_size: most rows decoded together.
+            batch_size: most rows decoded together (at beam 5, 32 rows decode faster
+                per row on a CPU than 128, whose 640 hypotheses outgrow its caches).
             max_tokens: most input tokens (padded, as ``--max-tokens`` counts them)
                 decoded together; a longer row is decoded alone. Rows are batched in
                 order of length and returned in input order, with a progress bar on a

@@ -34,7 +34,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--beam", type=int, default=5, help="beam size (default 5)")
     parser.add_argument("--max-len", type=int, help="longest output after any forced prefix "
                                                     "(tokens, or decoder steps)")
-    parser.add_argument("--batch-size", type=int, default=128, help="most rows per batch")
+    parser.add_argument("--batch-size", type=int, default=32, help="most rows per batch")
     parser.add_argument("--max-tokens", type=int, default=8192,
                         help="most input tokens per batch (padded)")
     parser.add_argument("--labels", action="append", default=[], metavar="COLUMN=FILE",

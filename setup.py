@@ -28,6 +28,7 @@ setup(
         "packaging",
         "sentencepiece",
         "pillow",
+        "webdataset",  # tar shards: reading them as a stream, writing them
         # AUDIO: reading sounds, the wer metric (fairseq's --scoring wer needs editdistance),
         # and eSpeak NG's library and voices (speech synthesis, grapheme-to-phoneme)
         "soundfile",

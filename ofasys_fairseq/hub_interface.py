@@ -7,7 +7,7 @@ from fairseq import checkpoint_utils, utils
 from tqdm import tqdm
 
 from .checkpoint_safety import check_checkpoint_is_safe
-from .data.table import InMemoryTable, Table
+from .data.table import InMemoryTable, Table, open_table
 from .modalities import get_modality
 from .plan import TaskPlan
 
@@ -136,8 +136,8 @@ class OFASys:
 
 def _table_of(data) -> "Table | InMemoryTable":
     """``inference``'s rows as a table: a data file's (by path or already read) or given."""
-    if isinstance(data, Table):
-        return data
     if isinstance(data, (str, os.PathLike)):
-        return Table(os.fspath(data))
+        return open_table(os.fspath(data))
+    if hasattr(data, "line_number"):  # a Table or TarShard already open
+        return data
     return InMemoryTable(data)

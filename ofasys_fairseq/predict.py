@@ -1,8 +1,9 @@
 """``ofasys-predict CHECKPOINT DATA --out PREDICTIONS.jsonl``: decode new rows.
 
-Every row of DATA (``.jsonl``, ``.tsv`` or ``.csv``, as for training; the target column
-is not needed) gets one JSON line in PREDICTIONS, in input order: ``{"line": <its line
-in DATA>, "<target column>": <the prediction>}``, the value as ``OFASys.inference``
+Every row of DATA (``.jsonl``, ``.tsv``, ``.csv`` or a WebDataset ``.tar``, as for
+training; the target column is not needed) gets one JSON line in PREDICTIONS, in input
+order: ``{"line": <its line in DATA>, "<target column>": <the prediction>}`` (``"key"``:
+its sample's key, for a tar), the value as ``OFASys.inference``
 returns it (text, a label, a box in pixels of the original image, rows of cells). A
 prediction that is not JSON (a generated sound) is written to a file under
 ``--outputs-dir`` by its modality, and the line holds the file's path.
@@ -16,7 +17,7 @@ import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
-from .data.table import Table
+from .data.table import open_table
 from .hub_interface import OFASys
 from .modalities import get_modality
 
@@ -63,7 +64,7 @@ def predict(args: argparse.Namespace) -> int:
     """Decode and write; returns the number of rows written."""
     model = OFASys.from_pretrained(args.checkpoint, device=args.device)
     plan = model.plan(args.instruction, args.task)
-    table = Table(args.data)
+    table = open_table(args.data)
     predictions = model.inference(args.instruction, data=table, beam=args.beam,
                                   max_len=args.max_len, batch_size=args.batch_size,
                                   max_tokens=args.max_tokens, labels=read_labels(args.labels),
@@ -74,11 +75,14 @@ def predict(args: argparse.Namespace) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:
         for index, prediction in enumerate(predictions):
-            line, value = table.line_number(index), prediction[column]
+            # a row of a tar shard is named by its sample's key
+            where, name = (("key", table.key(index)) if hasattr(table, "key")
+                           else ("line", table.line_number(index)))
+            value = prediction[column]
             if not _is_json(value):  # a file (a sound): its modality writes it
                 os.makedirs(outputs_dir, exist_ok=True)
-                value = save(value, os.path.join(outputs_dir, str(line)))
-            f.write(json.dumps({"line": line, column: value}, ensure_ascii=False) + "\n")
+                value = save(value, os.path.join(outputs_dir, str(name)))
+            f.write(json.dumps({where: name, column: value}, ensure_ascii=False) + "\n")
     return len(predictions)
 
 

@@ -23,7 +23,7 @@ from ..plan import TaskPlan
 from .example_builder import Example, ExampleBuilder
 from .features import collate_features
 from .index_cache import cached_index, fingerprint
-from .table import DataError, InvalidRows, Table, as_tables, split_name
+from .table import DataError, InMemoryTable, InvalidRows, as_tables, split_name
 from .vocabulary import Vocabulary
 
 logger = logging.getLogger(__name__)
@@ -31,8 +31,8 @@ logger = logging.getLogger(__name__)
 
 class InstructionDataset(FairseqDataset):
     """Args:
-        table: rows (``Table`` or ``InMemoryTable``), or the tables of one subset's shards
-            (their rows one after the other).
+        table: rows (``Table``, ``TarShard`` or ``InMemoryTable``), or the tables of one
+            subset's shards (their rows one after the other).
         plan: the task plan with columns bound.
         vocab: the shared vocabulary.
         settings: run settings per modality name (``Modality.settings``).
@@ -97,7 +97,7 @@ class InstructionDataset(FairseqDataset):
         table = self.tables[shard]
         scan = lambda: self._scan(shard, skip_invalid_rows, decode_all)  # noqa: E731
         needs_scan = decode_all or (self.with_target and not self.train) or \
-            not isinstance(table, Table)
+            isinstance(table, InMemoryTable)
         if not cached or needs_scan:
             return scan()
         index = cached_index(table.path, f"examples.{key[:16]}", key, scan, cache_dir)
@@ -158,6 +158,11 @@ class InstructionDataset(FairseqDataset):
         for note, count in notes.items():
             logger.info(f"{self.name}: {count} {note}")
 
+    @property
+    def streamable(self) -> bool:
+        """Its files can be read from start to end as a stream (WebDataset shards)."""
+        return all(hasattr(table, "stream_rows") for table in self.tables)
+
     def _locate(self, index: int):
         """Example ``index``'s file and row there."""
         shard = int(np.searchsorted(self.starts, index, side="right")) - 1
@@ -166,8 +171,12 @@ class InstructionDataset(FairseqDataset):
     # -- FairseqDataset contract ---------------------------------------------
     def __getitem__(self, index: int) -> Example:
         shard, row_index = self._locate(index)
-        table, builder = self.tables[shard], self.builders[shard]
-        row, line = table[row_index], table.line_number(row_index)
+        table = self.tables[shard]
+        return self.example(index, table[row_index], table.line_number(row_index))
+
+    def example(self, index: int, row: Mapping[str, Any], line) -> Example:
+        """Example ``index`` from its ``row`` (read by a stream rather than by index)."""
+        builder = self.builders[self._locate(index)[0]]
         if not self.train:
             return builder.build(row, self.plan.templates[0], line, index=index)
         rng = np.random.default_rng([self.seed, self.epoch, index])

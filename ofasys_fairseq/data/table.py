@@ -9,25 +9,28 @@ import csv
 import glob
 import json
 import os
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
 
 from .index_cache import cached_index
 
 TABLE_EXTENSIONS = (".jsonl", ".tsv", ".csv")
+SPLIT_EXTENSIONS = TABLE_EXTENSIONS + (".tar",)  # a subset's files: tables or tar shards
 T = TypeVar("T")
 
 
 class DataError(ValueError):
     """Bad input data, located by file, line and column."""
 
-    def __init__(self, message: str, path: str, line: Optional[int] = None,
+    def __init__(self, message: str, path: str, line: Union[int, str, None] = None,
                  column: Optional[str] = None):
+        """``line``: a line number, or where a row is in a file without lines (a tar
+        shard's ``sample 'KEY'``)."""
         self.path, self.line, self.column, self.reason = path, line, column, message
         where = path
         if line is not None:
-            where += f", line {line}"
+            where += f", {line}" if isinstance(line, str) else f", line {line}"
         if column is not None:
             where += f", column '{column}'"
         super().__init__(f"{where}: {message}")
@@ -257,18 +260,26 @@ class InMemoryTable:
 
 
 def as_tables(rows) -> List[Any]:
-    """``rows`` (a ``Table``, an ``InMemoryTable``, or a sequence of them: a subset's
-    shards) as a list of tables."""
-    return [rows] if isinstance(rows, (Table, InMemoryTable)) else list(rows)
+    """``rows`` (a ``Table``, ``TarShard`` or ``InMemoryTable``, or a list of them: a
+    subset's shards) as a list of tables."""
+    return list(rows) if isinstance(rows, (list, tuple)) else [rows]
+
+
+def open_table(path: str, cached: bool = False, cache_dir: Optional[str] = None):
+    """The rows of a data file: a ``Table``, or a ``TarShard`` for a ``.tar`` file."""
+    if path.endswith(".tar"):
+        from .tar_shard import TarShard  # it raises this module's DataError
+        return TarShard(path, cached, cache_dir)
+    return Table(path, cached, cache_dir)
 
 
 def find_split_files(data_dir: str, subset: str) -> List[str]:
-    """The data files of ``subset`` in ``data_dir``, in name order: ``<subset>.{jsonl,tsv,csv}``,
+    """The data files of ``subset`` in ``data_dir``, in name order: ``<subset>.{jsonl,tsv,csv,tar}``,
     or its numbered shards ``<subset>-<digits>...`` (``train-00000-of-00004.jsonl``), or the
     files a glob ``subset`` matches (``train-0000[0-3]``). One extension; clear errors
     when nothing matches, or when a file and shards of the same subset both exist."""
     def matching(pattern: str) -> List[str]:
-        return sorted(p for ext in TABLE_EXTENSIONS
+        return sorted(p for ext in SPLIT_EXTENSIONS
                       for p in glob.glob(os.path.join(glob.escape(data_dir), pattern + ext)))
 
     if glob.has_magic(subset):
@@ -281,10 +292,11 @@ def find_split_files(data_dir: str, subset: str) -> List[str]:
                             f"{_names(shards)}: keep one, or rename the other subset", data_dir)
         found = found or shards
     if not found:
-        existing = sorted(f for f in os.listdir(data_dir) if f.endswith(TABLE_EXTENSIONS)) \
+        existing = sorted(f for f in os.listdir(data_dir) if f.endswith(SPLIT_EXTENSIONS)) \
             if os.path.isdir(data_dir) else []
         raise DataError(f"no data file for subset '{subset}': expected {subset}.jsonl, "
-                        f"{subset}.tsv or {subset}.csv (or shards {subset}-00000.jsonl, ...); "
+                        f"{subset}.tsv or {subset}.csv (or shards {subset}-00000.jsonl, ..., or "
+                        f"WebDataset shards {subset}-00000.tar, ...); "
                         f"found {existing or 'no data files'}", data_dir)
     extensions = sorted({os.path.splitext(p)[1] for p in found})
     if len(extensions) > 1:

@@ -15,6 +15,7 @@ from .snli_ve import convert_snli_ve
 from .table import convert_table, parse_columns
 from .vqa import DEFAULT_SPLITS as VQA_SPLITS
 from .vqa import convert_vqa
+from .webdataset_shards import write_shards
 
 
 def splits_option(parser: argparse.ArgumentParser, default: dict, what: str) -> None:
@@ -24,7 +25,8 @@ def splits_option(parser: argparse.ArgumentParser, default: dict, what: str) -> 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="ofasys-prepare", description="public datasets, as distributed, to JSONL files")
+        prog="ofasys-prepare", description="public datasets, as distributed, to JSONL files; "
+                                          "data files to WebDataset shards")
     commands = parser.add_subparsers(dest="command", required=True)
 
     command = commands.add_parser(
@@ -94,6 +96,20 @@ def build_parser() -> argparse.ArgumentParser:
                          help="our columns holding paths relative to the input file")
     command.set_defaults(run=lambda a: convert_table(a.path, a.out_dir, a.subset, a.columns,
                                                      a.path_columns))
+
+    command = commands.add_parser(
+        "webdataset", help="a data file and its media as WebDataset tar shards")
+    command.add_argument("path", help="the .jsonl, .tsv or .csv file")
+    command.add_argument("out_dir")
+    command.add_argument("--subset", required=True, help="the shards' subset (train, ...)")
+    command.add_argument("--media-columns", default="", type=lambda t: [c for c in t.split(",")
+                                                                        if c],
+                         help="columns holding paths of media files (relative to the input "
+                              "file) to put into the shards: image,wav")
+    command.add_argument("--samples-per-shard", type=int, default=10000,
+                         help="rows per tar file (default %(default)s)")
+    command.set_defaults(run=lambda a: write_shards(a.path, a.out_dir, a.subset,
+                                                    a.media_columns, a.samples_per_shard))
     return parser
 
 

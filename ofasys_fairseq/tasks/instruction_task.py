@@ -22,7 +22,8 @@ from omegaconf import II
 
 from ..data.index_cache import cached_index, fingerprint
 from ..data.instruction_dataset import InstructionDataset
-from ..data.table import (DataError, Table, as_tables, find_split_files, located,
+from ..data.stream_batches import StreamEpochIterator, StreamLayout, StreamPlan
+from ..data.table import (DataError, Table, as_tables, find_split_files, located, open_table,
                           required_cell)
 from ..data.vocabulary import (MASK_SYMBOL, Vocabulary, default_cache_dir, load_sentencepiece,
                                normalize_whitespace, train_sentencepiece)
@@ -110,6 +111,9 @@ class InstructionConfig(InstructionCommonConfig):
         "help": "validation metrics, comma-separated (e.g. 'vqa_score,exact_match'; the first "
                 "is the main one); default: the target's own (accuracy for closed_set, BLEU for "
                 "free text, ...)"})
+    stream_buffer: int = field(default=2000, metadata={
+        "help": "training on WebDataset .tar shards streams them: the rows each DataLoader "
+                "worker holds to shuffle and cut into batches"})
     train_subset: str = II("dataset.train_subset")
 
 
@@ -477,8 +481,8 @@ class InstructionTask(FairseqTask):
         """The data files of ``subsets`` (one name or glob, or a list of them) in
         ``data_dir``: each file's row index cached unless --no-data-cache."""
         names = [subsets] if isinstance(subsets, str) else list(subsets)
-        return [Table(path, cached=not self.cfg.no_data_cache,
-                      cache_dir=self.cfg.data_cache_dir)
+        return [open_table(path, cached=not self.cfg.no_data_cache,
+                           cache_dir=self.cfg.data_cache_dir)
                 for name in names for path in find_split_files(data_dir, name)]
 
     def dataset_for(self, table, plan: TaskPlan, with_target: bool,
@@ -497,6 +501,41 @@ class InstructionTask(FairseqTask):
         if dataset.references:
             self._corpora[dataset.name] = Corpus(dataset.references)
         return dataset
+
+    def get_batch_iterator(self, dataset, max_tokens=None, max_sentences=None,
+                           max_positions=None, ignore_invalid_inputs=False,
+                           required_batch_size_multiple=1, seed=1, num_shards=1, shard_id=0,
+                           num_workers=0, epoch=1, data_buffer_size=0,
+                           disable_iterator_cache=False, skip_remainder_batch=False,
+                           grouped_shuffling=False, update_epoch_batch_itr=False):
+        """Training on WebDataset shards streams them (``data/stream_batches.py``); any
+        other subset is read by index, as fairseq reads every dataset."""
+        if not (isinstance(dataset, InstructionDataset) and dataset.train
+                and dataset.streamable):
+            return super().get_batch_iterator(
+                dataset, max_tokens, max_sentences, max_positions, ignore_invalid_inputs,
+                required_batch_size_multiple, seed, num_shards, shard_id, num_workers, epoch,
+                data_buffer_size, disable_iterator_cache, skip_remainder_batch,
+                grouped_shuffling, update_epoch_batch_itr)
+        files = len(dataset.tables)
+        if files < num_shards:
+            raise ValueError(f"{dataset.name}: {files} shard(s) cannot feed {num_shards} "
+                             f"data-parallel ranks (each streams whole shards): write more, "
+                             f"smaller ones (ofasys-prepare webdataset --samples-per-shard)")
+        layout = StreamLayout(num_shards, max(1, num_workers), self.cfg.stream_buffer)
+        if files < num_shards * layout.workers:
+            logger.warning(f"{dataset.name}: {files} shards for {num_shards} rank(s) x "
+                           f"{layout.workers} DataLoader workers: some workers stay idle")
+        kept = np.zeros(len(dataset), dtype=bool)
+        indices = np.arange(len(dataset))
+        if max_positions is not None:
+            indices = self.filter_indices_by_size(indices, dataset, max_positions,
+                                                  ignore_invalid_inputs)
+        kept[indices] = True
+        return StreamEpochIterator(
+            dataset, lambda e: StreamPlan(dataset, kept, layout, max_tokens, max_sentences,
+                                          required_batch_size_multiple, seed, e),
+            layout, shard_id, num_workers, epoch, data_buffer_size)
 
     # -- model ---------------------------------------------------------------------
     def build_model(self, cfg, from_checkpoint: bool = False):

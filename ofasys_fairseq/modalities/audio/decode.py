@@ -54,9 +54,12 @@ class AudioSegment(NamedTuple):
                              waveform=None)
 
 
-def read_segment(cell: str, base_dir: str) -> AudioSegment:
-    """The segment a cell names, from the sound's header. Raises ValueError saying what
-    the cell was taken to be and what is wrong with it."""
+def read_segment(cell: Union[str, bytes], base_dir: str) -> AudioSegment:
+    """The segment a cell names (or holds: a sound file's bytes, as from a tar shard),
+    from the sound's header. Raises ValueError saying what the cell was taken to be and
+    what is wrong with it."""
+    if isinstance(cell, bytes):
+        return _whole(cell, "encoded bytes")
     data = data_uri_bytes(cell, "data:audio/wav;base64,<payload>")
     if data is not None:
         return _whole(data, "data: URI")

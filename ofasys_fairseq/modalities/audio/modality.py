@@ -140,10 +140,10 @@ class AudioModality(FrameModality):
     def read(self, cell, slot: Slot, ctx: Context, decode: bool = True) -> AudioSegment:
         """The segment the cell names (checked from the sound's header), its waveform
         decoded with ``decode``."""
-        if not isinstance(cell, str) or not cell.strip():
+        if not isinstance(cell, (str, bytes)) or not cell.strip():
             raise ValueError(f"expected a sound file path, 'path#start-end', base64 or a "
                              f"data: URI for {slot}, found {cell!r}"[:200])
-        segment = read_segment(cell.strip(), ctx.base_dir)
+        segment = read_segment(cell if isinstance(cell, bytes) else cell.strip(), ctx.base_dir)
         limit = slot.get("max_length")
         if limit is not None and segment.seconds > limit:
             if not slot.has("crop"):

@@ -4,7 +4,7 @@ orientation applied, RGB); from Python also a Pillow image or a numpy array."""
 import contextlib
 import io
 import os
-from typing import NamedTuple, Optional, Tuple
+from typing import NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -40,9 +40,12 @@ def image_from_python(value) -> DecodedImage:
     return DecodedImage(value if value.mode == "RGB" else value.convert("RGB"), value.size)
 
 
-def read_image_bytes(value: str, base_dir: str) -> Tuple[bytes, str]:
-    """The encoded bytes of a cell and a short description of where they came from.
-    Raises ValueError saying what the cell was taken to be."""
+def read_image_bytes(value: Union[str, bytes], base_dir: str) -> Tuple[bytes, str]:
+    """The encoded bytes of a cell (or the cell itself: an image file's bytes, as from a
+    tar shard) and a short description of where they came from. Raises ValueError saying
+    what the cell was taken to be."""
+    if isinstance(value, bytes):
+        return value, "encoded bytes"
     data = data_uri_bytes(value, "data:image/png;base64,<payload>")
     if data is not None:
         return data, "data: URI"
@@ -57,11 +60,11 @@ def read_image_bytes(value: str, base_dir: str) -> Tuple[bytes, str]:
                      f"base64, nor a data: URI)")
 
 
-def decode_image(value: str, base_dir: str, draft_size: Optional[int] = None) -> DecodedImage:
+def decode_image(value: Union[str, bytes], base_dir: str, draft_size: Optional[int] = None) -> DecodedImage:
     """Decode a cell into an upright RGB image.
 
     Args:
-        value: the cell (path, base64 or data: URI).
+        value: the cell (path, base64 or data: URI, or the file's bytes).
         base_dir: directory that relative paths are resolved against.
         draft_size: let JPEG decoding skip detail finer than this final size
             (Pillow's ``draft``; both sides stay >= draft_size).

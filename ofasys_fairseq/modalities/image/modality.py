@@ -113,14 +113,16 @@ class ImageModality(Modality):
         """A decoded image; without ``decode``, the checked cell."""
         if isinstance(cell, (Image.Image, np.ndarray)):  # given from Python
             return image_from_python(cell) if decode else cell
-        if not isinstance(cell, str) or not cell.strip():
+        if isinstance(cell, str):
+            cell = cell.strip()
+        if not isinstance(cell, (str, bytes)) or not cell:  # bytes: a tar shard's image file
             raise ValueError(f"expected an image path, base64 or data: URI for {slot}, found "
                              f"{cell!r}"[:200])
         if not decode:
-            return cell.strip()
+            return cell
         # random crops enlarge parts of the image: decode those at full resolution
         crops = ctx.train and recipe_of(slot) != "plain"
-        return decode_image(cell.strip(), ctx.base_dir,
+        return decode_image(cell, ctx.base_dir,
                             None if crops else self._size(slot, ctx.settings))
 
     # -- features ------------------------------------------------------------------------------

@@ -75,7 +75,25 @@ class InvalidRows(DataError):
         super().__init__(f"{len(self.errors)} invalid rows:\n  " + "\n  ".join(shown), path)
 
 
-class Table:
+class SeekableFile:
+    """``self.path`` opened for seeking, once per process: a forked DataLoader worker
+    inherits the parent's open file, and with it one file offset shared by every process
+    (seeks would race). Pickled without it."""
+
+    _file, _file_pid = None, None
+
+    def _open(self):
+        if self._file is None or self._file_pid != os.getpid():
+            self._file, self._file_pid = open(self.path, "rb"), os.getpid()
+        return self._file
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_file"], state["_file_pid"] = None, None
+        return state
+
+
+class Table(SeekableFile):
     """Rows of one data file as dicts, addressable by index.
 
     Args:
@@ -92,7 +110,6 @@ class Table:
         if self.format not in TABLE_EXTENSIONS:
             raise DataError(f"unsupported file type, expected one of {TABLE_EXTENSIONS}", path)
         self.header: Optional[List[str]] = None
-        self._file, self._file_pid = None, None
         if cached:
             # nothing but the file (its path, size and time) decides the rows
             arrays, info, _ = cached_index(path, "rows", "", self._index, cache_dir)
@@ -194,18 +211,6 @@ class Table:
             raise DataError(f"expected a JSON object, found {type(row).__name__}", self.path,
                             self.line_number(index))
         return row
-
-    def _open(self):
-        # A forked DataLoader worker inherits the parent's open file, and with it one
-        # file offset shared by every process: seeks would race. Each process opens its own.
-        if self._file is None or self._file_pid != os.getpid():
-            self._file, self._file_pid = open(self.path, "rb"), os.getpid()
-        return self._file
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_file"], state["_file_pid"] = None, None
-        return state
 
 
 def _decode(raw: bytes, path: str, line: int, encoding: str = "utf-8") -> str:

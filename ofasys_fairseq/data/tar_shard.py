@@ -20,7 +20,7 @@ import numpy as np
 from webdataset.tariterators import base_plus_ext, group_by_keys, tar_file_iterator
 
 from .index_cache import cached_index
-from .table import DataError
+from .table import DataError, SeekableFile
 
 TEXT_EXTENSIONS = ("txt", "text")
 
@@ -32,7 +32,7 @@ class SampleKey(str):
         return super().__new__(cls, f"sample '{key}'")
 
 
-class TarShard:
+class TarShard(SeekableFile):
     """The samples of one WebDataset tar file as rows, addressable by index.
 
     Args:
@@ -53,7 +53,6 @@ class TarShard:
         self._fields = arrays["fields"]  # each member's index into self.field_names
         self._keys, self._key_ends = arrays["keys"], arrays["key_ends"]
         self.field_names: List[str] = info["fields"]
-        self._file, self._file_pid = None, None
 
     def _index(self) -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]:
         """One pass over the tar's headers: each sample's key and its files' places."""
@@ -120,17 +119,6 @@ class TarShard:
                 where = SampleKey(sample["__key__"])
                 yield where, sample_row({field: value for field, value in sample.items()
                                          if not field.startswith("__")}, self.path, where)
-
-    def _open(self):
-        # each process its own file offset (a forked DataLoader worker shares the parent's)
-        if self._file is None or self._file_pid != os.getpid():
-            self._file, self._file_pid = open(self.path, "rb"), os.getpid()
-        return self._file
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_file"], state["_file_pid"] = None, None
-        return state
 
 
 def _key_and_field(member: tarfile.TarInfo) -> Tuple[Optional[str], Optional[str]]:

@@ -13,6 +13,7 @@ start to end through WebDataset's tar iterator, as a training stream does.
 """
 import json
 import os
+import re
 import tarfile
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -23,6 +24,7 @@ from .index_cache import cached_index
 from .table import DataError, SeekableFile
 
 TEXT_EXTENSIONS = ("txt", "text")
+SKIPPED_BY_WEBDATASET = re.compile(r"__[^/]*__($|/)")  # tar_file_iterator's skip_meta
 
 
 class SampleKey(str):
@@ -124,7 +126,7 @@ class TarShard(SeekableFile):
 def _key_and_field(member: tarfile.TarInfo) -> Tuple[Optional[str], Optional[str]]:
     """A regular file's sample key and field, as WebDataset groups them; (None, None)
     for what it skips (directories, ``__meta__`` files, names without an extension)."""
-    if not member.isreg() or member.name.startswith("__") or "/__" in member.name:
+    if not member.isreg() or SKIPPED_BY_WEBDATASET.match(member.name):
         return None, None
     key, field = base_plus_ext(member.name)
     return (key, field.lower()) if key is not None else (None, None)

@@ -112,3 +112,13 @@ def test_a_subset_is_files_or_tar_shards_not_both(tmp_path):
     with pytest.raises(DataError, match=r"different types \(.jsonl, .tar\)"):
         task.open_subset(str(tmp_path), "train")
     assert isinstance(task.open_subset(str(tmp_path), "train-00000")[0], Table)
+
+
+def test_samples_are_grouped_as_webdataset_streams_them(tmp_path):
+    write_tar(tmp_path / "s.tar", [("__meta__", b"skipped"), ("__info__/x.json", b"{}")]
+              + sample("a", {"n": 1}) + [("__x.txt", b"kept"), ("b.json", b'{"n": 2}'),
+                                         ("noextension", b"skipped"), ("b.caption.txt", b"hi")])
+    shard = TarShard(str(tmp_path / "s.tar"))
+    assert [shard.key(i) for i in range(len(shard))] == ["a", "__x", "b"]
+    assert [row for _, row in shard.stream_rows()] == [shard[i] for i in range(3)] == \
+        [{"n": 1}, {"txt": "kept"}, {"n": 2, "caption": "hi"}]

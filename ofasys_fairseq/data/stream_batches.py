@@ -137,14 +137,14 @@ class WorkerStreams(torch.utils.data.IterableDataset):
         ``files`` in turn, each from start to end), reading no further than needed."""
         dataset, index = self.dataset, next(wanted, None)
         for file in files:
-            first, last = int(dataset.starts[file]), int(dataset.starts[file + 1])
-            if index is None or not first <= index < last:
+            start, end = int(dataset.starts[file]), int(dataset.starts[file + 1])
+            if index is None or not start <= index < end:
                 continue  # nothing wanted here (its rows too long, or none usable)
             for number, (line, row) in enumerate(dataset.tables[file].stream_rows()):
                 if number == int(dataset.rows[index]):
                     yield index, line, row
                     index = next(wanted, None)
-                    if index is None or not first <= index < last:
+                    if index is None or not start <= index < end:
                         break
 
 

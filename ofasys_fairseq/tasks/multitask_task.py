@@ -61,6 +61,10 @@ class MultitaskConfig(InstructionCommonConfig):
     batch_mode: ChoiceEnum(BATCH_MODES) = field(default="homogeneous", metadata={
         "help": "homogeneous: each batch from one sampled task; mixed: each batch holds tasks "
                 "in proportion; round: a batch of every task per update, gradients summed"})
+    log_task_gnorm: bool = field(default=False, metadata={
+        "help": "log <task>_gnorm: the norm of each task's batch gradient on the parameters "
+                "the tasks share (homogeneous batches; a measurement of what each task asks "
+                "of the shared model)"})
     update_freq: Any = II("optimization.update_freq")
     train_subset: str = II("dataset.train_subset")
     distributed_world_size: Any = II("distributed_training.distributed_world_size")
@@ -300,10 +304,29 @@ class MultitaskTask(InstructionTask):
             total_loss, total_size = total_loss + loss.detach(), total_size + size
             for key, value in log.items():
                 logs[key] = logs.get(key, 0) + value
+        if self.cfg.log_task_gnorm and "task_index" in sample and not ignore_grad:
+            self._log_shared_gradient_norm(model, sample["task_index"], update_num)
         for parameter in model.parameters():
             if parameter.requires_grad and parameter.grad is None:
                 parameter.grad = torch.zeros_like(parameter)
         return total_loss, total_size, logs
+
+    def _log_shared_gradient_norm(self, model, task: int, update_num: int) -> None:
+        """``<task>_gnorm``: the norm of the batch's gradient on the shared parameters
+        (none of a task's own adapters and heads), before clipping and data-parallel
+        averaging. With --update-freq only a step's first batch is measured (the gradient
+        then holds that batch alone)."""
+        if update_num == getattr(self, "_gnorm_update", None):
+            return
+        self._gnorm_update = update_num
+        if getattr(self, "_shared", (None,))[0] is not model:
+            own = {id(p) for p, _ in self._exclusive_parameters(model)}
+            self._shared = (model, [p for p in model.parameters() if id(p) not in own])
+        squares = [p.grad.detach().float().pow(2).sum() for p in self._shared[1]
+                   if p.grad is not None]
+        if squares:
+            metrics.log_scalar(f"{self.specs[task].name}_gnorm",
+                               float(torch.stack(squares).sum().sqrt()), round=3)
 
     def optimizer_step(self, optimizer, model, update_num):
         """The optimizer's step, then each task's own parameters (adapters and output
@@ -327,15 +350,19 @@ class MultitaskTask(InstructionTask):
         only that task uses (a module another task reads too keeps the run's rate)."""
         if all(spec.lr_scale == 1 for spec in self.specs):
             return []
+        return [(parameter, self.specs[task].lr_scale)
+                for parameter, task in self._exclusive_parameters(model)
+                if self.specs[task].lr_scale != 1]
+
+    def _exclusive_parameters(self, model) -> List[tuple]:
+        """(parameter, task) for the parameters of the modules only that task uses."""
         users: Dict[int, List[int]] = {}
         modules = {}
         for t, member in enumerate(self.members):
             for module in model.modules_of(member.plan, self.modality_settings):
                 users.setdefault(id(module), []).append(t)
                 modules[id(module)] = module
-        return [(parameter, self.specs[tasks[0]].lr_scale)
-                for key, tasks in users.items()
-                if len(set(tasks)) == 1 and self.specs[tasks[0]].lr_scale != 1
+        return [(parameter, tasks[0]) for key, tasks in users.items() if len(set(tasks)) == 1
                 for parameter in modules[key].parameters() if parameter.requires_grad]
 
     def valid_step(self, sample, model, criterion):

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from fairseq import optim, options
+from fairseq import metrics, optim, options
 from fairseq import tasks as fairseq_tasks
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
@@ -124,27 +124,35 @@ def test_a_run_resumed_mid_stage_and_mid_ramp_trains_the_same_tasks(data, tmp_pa
         assert again[update] == updates[update], update
 
 
-def one_step(data, tmp_path, lr_scale: float, optimizer: str = "adam"):
-    """nli + grounding (whose IMAGE adapter no other task reads); one training step of a
-    grounding batch with ``lr_scale`` on grounding. Returns (model before, model after)."""
-    specs = good_tasks(data)
-    specs["grounding"]["lr_scale"] = lr_scale
+def grounding_step(data, tmp_path, specs, *flags: str, optimizer: str = "adam"):
+    """nli + grounding (whose IMAGE adapter no other task reads) set up as fairseq-train
+    does, and a batch of grounding. Returns (task, model, criterion, optimizer, batch)."""
     args = options.parse_args_and_arch(options.get_training_parser(), [
         "--task", "multitask", "--tasks", str(tasks_file(tmp_path, specs)), *MODEL_ARGS,
-        "--optimizer", optimizer, "--lr", "0.01", "--save-dir", str(tmp_path / "unused")])
+        "--optimizer", optimizer, "--lr", "0.01", "--save-dir", str(tmp_path / "unused"),
+        *flags])
     cfg = convert_namespace_to_omegaconf(args)
     task = fairseq_tasks.setup_task(cfg.task)
     task.load_dataset("train")
     torch.manual_seed(1)
     model = task.build_model(cfg.model)
-    criterion = task.build_criterion(cfg.criterion)
-    optimizer = optim.build_optimizer(cfg.optimizer, list(model.parameters()))
-    before = {name: p.detach().clone() for name, p in model.named_parameters()}
     grounding = task.datasets["train"].datasets[1]
     offset = int(task.datasets["train"].offsets[1])
     sample = task.datasets["train"].collater([task.datasets["train"][offset + i]
                                               for i in range(8)])
     assert sample["task_index"] == 1 and len(grounding) > 8
+    return (task, model, task.build_criterion(cfg.criterion),
+            optim.build_optimizer(cfg.optimizer, list(model.parameters())), sample)
+
+
+def one_step(data, tmp_path, lr_scale: float, optimizer: str = "adam"):
+    """One training step of a grounding batch with ``lr_scale`` on grounding. Returns
+    (model after, parameters before)."""
+    specs = good_tasks(data)
+    specs["grounding"]["lr_scale"] = lr_scale
+    task, model, criterion, optimizer, sample = grounding_step(data, tmp_path, specs,
+                                                               optimizer=optimizer)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
     task.train_step(sample, model, criterion, optimizer, 0)
     task.optimizer_step(optimizer, model, 0)
     return model, before
@@ -172,3 +180,19 @@ def test_a_tasks_own_parameters_move_at_its_learning_rate_scale(data, tmp_path, 
         assert moved[0.0][name].abs().max() == 0, name
     for name in shared:  # shared layers: the run's rate whatever the scale
         assert torch.equal(moved[3.0][name], moved[1.0][name]), name
+
+
+def test_each_tasks_gradient_norm_on_the_shared_parameters_is_logged(data, tmp_path):
+    task, model, criterion, optimizer, sample = grounding_step(
+        data, tmp_path, good_tasks(data), "--log-task-gnorm")
+    with metrics.aggregate() as logged:
+        task.train_step(sample, model, criterion, optimizer, 0)
+        task.train_step(sample, model, criterion, optimizer, 0)  # --update-freq: not again
+    grads = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+    own = [n for n in grads if n.startswith("encoder.adapters.") and ".text" not in n
+           and "tokens" not in n]  # the image adapter: grounding's alone
+    assert own and grads[own[0]].abs().sum() > 0
+    shared = torch.stack([(g / 2).pow(2).sum() for n, g in grads.items() if n not in own])
+    values = logged.get_smoothed_values()
+    assert values["grounding_gnorm"] == pytest.approx(float(shared.sum().sqrt()), rel=1e-3)
+    assert "nli_gnorm" not in values

@@ -107,7 +107,7 @@ class WorkerStreams(torch.utils.data.IterableDataset):
 
     def __init__(self, dataset, plan: StreamPlan, rank: int, skip: Sequence[int],
                  first: int = 0):
-        self.dataset, self.rank, self.skip, self.first = dataset, rank, list(skip), first
+        self.dataset, self.skip, self.first = dataset, list(skip), first
         self.files = [plan.files[(rank, w)] for w in range(plan.layout.workers)]
         self.pools = [plan.pools[(rank, w)] for w in range(plan.layout.workers)]
 
@@ -173,7 +173,7 @@ class StreamEpochIterator(iterators.EpochBatchIterating):
 
     Args:
         plan_of: epoch -> its ``StreamPlan``.
-        first_batch: the rank's first real batch (fairseq shapes its dummy batch on it).
+    ``first_batch`` is the rank's first real batch (fairseq shapes its dummy batch on it).
     """
 
     def __init__(self, dataset, plan_of, layout: StreamLayout, shard_id: int,

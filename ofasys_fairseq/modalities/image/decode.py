@@ -60,7 +60,8 @@ def read_image_bytes(value: Union[str, bytes], base_dir: str) -> Tuple[bytes, st
                      f"base64, nor a data: URI)")
 
 
-def decode_image(value: Union[str, bytes], base_dir: str, draft_size: Optional[int] = None) -> DecodedImage:
+def decode_image(value: Union[str, bytes], base_dir: str,
+                 draft_size: Optional[int] = None) -> DecodedImage:
     """Decode a cell into an upright RGB image.
 
     Args:

@@ -12,7 +12,7 @@ TORCH := torch==2.14.1 torchvision==0.29.1 torchaudio==2.11.0
 BUILD_DEPS := numpy cython setuptools wheel
 FAIRSEQ := fairseq-fixed==0.12.3.1
 
-.PHONY: venv test test-fast demo benchmark clean
+.PHONY: venv test test-fast demo results benchmark clean
 
 venv: $(STAMP)
 
@@ -39,6 +39,10 @@ test-fast: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py
+
+# the demo's generalist against its specialists over three seeds (about 75 minutes)
+results: $(STAMP)
+	$(PY) scripts/results.py
 
 benchmark: $(STAMP)
 	$(PY) -m benchmarks

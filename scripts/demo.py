@@ -78,6 +78,14 @@ def demo_tasks(config_name: str = None) -> Dict[str, dict]:
     return OmegaConf.to_container(config.task.tasks)
 
 
+def config_batch_size() -> int:
+    """The run's batch size: an override's, else the demo config's."""
+    for override in EXTRA_OVERRIDES:
+        if override_key(override) == "dataset.batch_size":
+            return int(override.split("=", 1)[1])
+    return OmegaConf.load(os.path.join(CONFIG_DIR, CONFIG_NAME + ".yaml")).dataset.batch_size
+
+
 def write_data(out_dir: str, tasks: Dict[str, dict]) -> Dict[str, str]:
     """Write each data directory the tasks read once; name -> the task's data directory."""
     written = {}
@@ -137,6 +145,11 @@ def validations(log: str) -> List[Dict[str, float]]:
     return [log_fields(line) for line in log.splitlines() if "valid on 'valid' subset" in line]
 
 
+def best_validation(log: str) -> Dict[str, float]:
+    """The validation of the best checkpoint (highest selection score)."""
+    return max(validations(log), key=lambda v: v.get("score", -math.inf))
+
+
 def trained_batches(log: str, tasks: Dict[str, dict], batch_size: int) -> Dict[str, int]:
     """Batches each task was trained on: its samples over all epochs / its batch size (the
     task's own, or the run's)."""
@@ -147,8 +160,9 @@ def trained_batches(log: str, tasks: Dict[str, dict], batch_size: int) -> Dict[s
 
 
 def hydra_train(overrides: Sequence[str], work_dir: str, echo=progress_line) -> str:
-    given = {o.split("=")[0] for o in overrides}  # a run's own settings win
-    overrides = [*overrides, *(o for o in EXTRA_OVERRIDES if o.split("=")[0] not in given)]
+    # a run's own settings win (a task it removes takes the settings given for it along)
+    given = [override_key(o) for o in overrides]
+    overrides = [*overrides, *(o for o in EXTRA_OVERRIDES if not settles(given, o))]
     shutil.rmtree(work_dir, ignore_errors=True)  # train from scratch, never resume
     os.makedirs(work_dir)
     return run_tool("hydra_train", [
@@ -156,6 +170,16 @@ def hydra_train(overrides: Sequence[str], work_dir: str, echo=progress_line) -> 
         f"checkpoint.save_dir={os.path.join(work_dir, 'checkpoints')}", *overrides],
         os.path.join(work_dir, "train.log"), echo,
         cwd=work_dir)  # Hydra writes .hydra/ and its log where it runs
+
+
+def override_key(override: str) -> str:
+    """The config path a Hydra override sets, adds or deletes (``++task.stages={...}``)."""
+    return override.split("=")[0].lstrip("+~")
+
+
+def settles(keys: Sequence[str], override: str) -> bool:
+    """Whether the override's config path is one of ``keys`` or lies under one."""
+    return (override_key(override) + ".").startswith(tuple(key + "." for key in keys))
 
 
 def data_overrides(data_dirs: Dict[str, str]) -> List[str]:
@@ -274,7 +298,7 @@ def train_generalist(out_dir: str, tasks: Dict[str, dict],
     log = hydra_train(data_overrides(data_dirs), work_dir)
     print(f"   trained in {time.time() - start:.0f}s; full log: "
           f"{os.path.join(work_dir, 'train.log')}", flush=True)
-    best = max(validations(log), key=lambda v: v.get("score", -math.inf))
+    best = best_validation(log)
 
     from ofasys_fairseq import OFASys  # imported late: fairseq start-up is slow
 
@@ -293,7 +317,9 @@ def train_specialists(out_dir: str, tasks: Dict[str, dict], data_dirs: Dict[str,
     for name, spec in tasks.items():
         print(f"\n== specialist {name}: {batches[name]} updates", flush=True)
         others = [f"~task.tasks.{other}" for other in tasks if other != name]
-        log = hydra_train([*others, f"task.tasks.{name}.data={data_dirs[name]}",
+        # alone, a task has no precedence to schedule (the run's stages name the others)
+        log = hydra_train([*others, f"++task.stages={{alone:{{tasks:[{name}]}}}}",
+                           f"task.tasks.{name}.data={data_dirs[name]}",
                            f"optimization.max_update={batches[name]}"],
                           os.path.join(out_dir, "specialists", name))
         metric = spec["metrics"][0]
@@ -446,8 +472,7 @@ def main() -> None:
     print_report(results)
     ratios = None
     if args.specialists:
-        batch_size = OmegaConf.load(os.path.join(CONFIG_DIR, CONFIG_NAME + ".yaml")).dataset.batch_size
-        batches = trained_batches(log, tasks, batch_size)
+        batches = trained_batches(log, tasks, config_batch_size())
         ratios = print_ratios(results, batches,
                               train_specialists(args.out, tasks, data_dirs, batches))
     html_report, md_report = demo_report.write_report(args.out, results, log, ratios)

@@ -63,8 +63,8 @@ class MultitaskConfig(InstructionCommonConfig):
                 "in proportion; round: a batch of every task per update, gradients summed"})
     log_task_gnorm: bool = field(default=False, metadata={
         "help": "log <task>_gnorm: the norm of each task's batch gradient on the parameters "
-                "the tasks share (homogeneous batches; a measurement of what each task asks "
-                "of the shared model)"})
+                "the tasks share, per target token as fairseq's gnorm (homogeneous batches; "
+                "a measurement of what each task asks of the shared model)"})
     update_freq: Any = II("optimization.update_freq")
     train_subset: str = II("dataset.train_subset")
     distributed_world_size: Any = II("distributed_training.distributed_world_size")
@@ -305,17 +305,19 @@ class MultitaskTask(InstructionTask):
             for key, value in log.items():
                 logs[key] = logs.get(key, 0) + value
         if self.cfg.log_task_gnorm and "task_index" in sample and not ignore_grad:
-            self._log_shared_gradient_norm(model, sample["task_index"], update_num)
+            self._log_shared_gradient_norm(model, sample["task_index"], update_num, total_size)
         for parameter in model.parameters():
             if parameter.requires_grad and parameter.grad is None:
                 parameter.grad = torch.zeros_like(parameter)
         return total_loss, total_size, logs
 
-    def _log_shared_gradient_norm(self, model, task: int, update_num: int) -> None:
+    def _log_shared_gradient_norm(self, model, task: int, update_num: int,
+                                  sample_size) -> None:
         """``<task>_gnorm``: the norm of the batch's gradient on the shared parameters
-        (none of a task's own adapters and heads), before clipping and data-parallel
-        averaging. With --update-freq only a step's first batch is measured (the gradient
-        then holds that batch alone)."""
+        (none of a task's own adapters and heads) per unit of its sample size, as the
+        trainer normalizes it, before clipping and data-parallel averaging. With
+        --update-freq only a step's first batch is measured (the gradient then holds that
+        batch alone)."""
         if update_num == getattr(self, "_gnorm_update", None):
             return
         self._gnorm_update = update_num
@@ -324,9 +326,10 @@ class MultitaskTask(InstructionTask):
             self._shared = (model, [p for p in model.parameters() if id(p) not in own])
         squares = [p.grad.detach().float().pow(2).sum() for p in self._shared[1]
                    if p.grad is not None]
-        if squares:
+        if squares and sample_size > 0:
             metrics.log_scalar(f"{self.specs[task].name}_gnorm",
-                               float(torch.stack(squares).sum().sqrt()), round=3)
+                               float(torch.stack(squares).sum().sqrt()) / float(sample_size),
+                               round=3)
 
     def optimizer_step(self, optimizer, model, update_num):
         """The optimizer's step, then each task's own parameters (adapters and output

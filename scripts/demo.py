@@ -317,8 +317,7 @@ def train_specialists(out_dir: str, tasks: Dict[str, dict], data_dirs: Dict[str,
     for name, spec in tasks.items():
         print(f"\n== specialist {name}: {batches[name]} updates", flush=True)
         others = [f"~task.tasks.{other}" for other in tasks if other != name]
-        # alone, a task has no precedence to schedule (the run's stages name the others)
-        log = hydra_train([*others, f"++task.stages={{alone:{{tasks:[{name}]}}}}",
+        log = hydra_train([*others, *alone_stage(name),
                            f"task.tasks.{name}.data={data_dirs[name]}",
                            f"optimization.max_update={batches[name]}"],
                           os.path.join(out_dir, "specialists", name))
@@ -326,6 +325,15 @@ def train_specialists(out_dir: str, tasks: Dict[str, dict], data_dirs: Dict[str,
         values = [v[f"{name}_{metric}"] for v in validations(log) if f"{name}_{metric}" in v]
         scores[name] = min(values) if lower_is_better(metric) else max(values)
     return scores
+
+
+def alone_stage(name: str) -> List[str]:
+    """Overrides giving a specialist one stage, its task's: alone, a task has no precedence
+    to schedule, and the run's stages name the others."""
+    stage = f"task.stages={{alone:{{tasks:[{name}]}}}}"
+    config = OmegaConf.load(os.path.join(CONFIG_DIR, CONFIG_NAME + ".yaml"))
+    # Hydra merges a mapping given for an existing one: delete the config's, then add
+    return ["~task.stages", "+" + stage] if "stages" in config.task else ["++" + stage]
 
 
 def draw_boxes(data_dir: str, row: Dict[str, object], image_column: str, prediction,

@@ -10,7 +10,8 @@ import results
 
 TASKS = ("nli", "translation")
 # translation alone for the first 10 updates: the specialists must drop the run's stages
-STAGES = "+task.stages={first:{until:10,tasks:[translation]},both:{tasks:[nli,translation]}}"
+STAGES = ["~task.stages",
+          "+task.stages={first:{until:10,tasks:[translation]},both:{tasks:[nli,translation]}}"]
 
 
 def last_num_updates(log_path: str) -> float:
@@ -23,7 +24,7 @@ def test_a_seed_trains_the_generalist_then_each_task_alone_and_is_kept(tmp_path,
     every_task = demo.demo_tasks()
     tasks = {name: every_task[name] for name in TASKS}
     others = [f"~task.tasks.{name}" for name in every_task if name not in TASKS]
-    monkeypatch.setattr(demo, "EXTRA_OVERRIDES", [*others, STAGES, "optimization.max_update=30"])
+    monkeypatch.setattr(demo, "EXTRA_OVERRIDES", [*others, *STAGES, "optimization.max_update=30"])
     data_dirs = demo.write_data(str(tmp_path), tasks)
 
     measured = results.measure_seed(str(tmp_path), 2, tasks, data_dirs)

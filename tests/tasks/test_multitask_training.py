@@ -338,7 +338,8 @@ def compose_demo(repo_root, overrides):
 def test_hydra_demo_config_composes_with_overrides(repo_root):
     from fairseq import tasks
 
-    cfg = compose_demo(repo_root, [*WEIGHTS, "task.batch_mode=mixed",
+    # mixed batches plan an epoch at fixed shares: without the config's stages
+    cfg = compose_demo(repo_root, [*WEIGHTS, "~task.stages", "task.batch_mode=mixed",
                                    "task.tasks.digits.data=elsewhere", "model.embed_dim=32"])
     assert cfg.task._name == "multitask" and cfg.model.embed_dim == 32
     task = tasks.setup_task(cfg.task)  # checks every spec; reads no data
@@ -349,6 +350,20 @@ def test_hydra_demo_config_composes_with_overrides(repo_root):
     assert specs["digits"].data == "elsewhere"
     assert specs["shapes_grounding"].metrics == ["box_acc"]
     assert str(task.cfg.batch_mode) == "mixed"
+
+
+def test_hydra_demo_config_trains_grounding_then_translation_alone_then_every_task(repo_root):
+    from fairseq import tasks
+
+    task = tasks.setup_task(compose_demo(repo_root, []).task)
+    schedule = task.sampling_schedule([range(10)] * len(DEMO_TASKS))  # sizes: unused
+
+    def trained(update):
+        return [name for name, share in zip(task.task_names, schedule.at(update)) if share > 0]
+
+    assert trained(0) == trained(499) == ["shapes_grounding"]
+    assert trained(500) == trained(799) == ["translation"]
+    assert trained(800) == trained(7999) == list(DEMO_TASKS)
 
 
 def test_hydra_demo_config_documented_overrides(repo_root):
@@ -371,7 +386,7 @@ def test_hydra_train_runs_the_demo_config_on_every_task(repo_root, tmp_path):
     log = run(fairseq_command(
         "hydra_train", "--config-dir", os.path.join(repo_root, "configs"),
         "--config-name", "multitask_demo", *overrides,
-        *WEIGHTS, "task.task_sampling=weights",
+        *WEIGHTS, "task.task_sampling=weights", "~task.stages",  # every task from the start
         "optimization.max_update=3", "model.embed_dim=32", "model.ffn_embed_dim=64",
         "model.encoder_layers=1", "model.decoder_layers=1", "dataset.batch_size=8",
         "common.log_interval=1", "dataset.disable_validation=true",

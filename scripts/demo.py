@@ -74,8 +74,12 @@ DATA_WRITERS = {
 
 def demo_tasks(config_name: str = None) -> Dict[str, dict]:
     """name -> {instruction, data, metrics, ...} of a demo config (default: this run's)."""
-    config = OmegaConf.load(os.path.join(CONFIG_DIR, (config_name or CONFIG_NAME) + ".yaml"))
-    return OmegaConf.to_container(config.task.tasks)
+    return OmegaConf.to_container(demo_config(config_name).task.tasks)
+
+
+def demo_config(config_name: str = None):
+    """A demo config (default: this run's) as written, before any override."""
+    return OmegaConf.load(os.path.join(CONFIG_DIR, (config_name or CONFIG_NAME) + ".yaml"))
 
 
 def config_batch_size() -> int:
@@ -83,7 +87,7 @@ def config_batch_size() -> int:
     for override in EXTRA_OVERRIDES:
         if override_key(override) == "dataset.batch_size":
             return int(override.split("=", 1)[1])
-    return OmegaConf.load(os.path.join(CONFIG_DIR, CONFIG_NAME + ".yaml")).dataset.batch_size
+    return demo_config().dataset.batch_size
 
 
 def write_data(out_dir: str, tasks: Dict[str, dict]) -> Dict[str, str]:
@@ -331,9 +335,8 @@ def alone_stage(name: str) -> List[str]:
     """Overrides giving a specialist one stage, its task's: alone, a task has no precedence
     to schedule, and the run's stages name the others."""
     stage = f"task.stages={{alone:{{tasks:[{name}]}}}}"
-    config = OmegaConf.load(os.path.join(CONFIG_DIR, CONFIG_NAME + ".yaml"))
     # Hydra merges a mapping given for an existing one: delete the config's, then add
-    return ["~task.stages", "+" + stage] if "stages" in config.task else ["++" + stage]
+    return ["~task.stages", "+" + stage] if "stages" in demo_config().task else ["++" + stage]
 
 
 def draw_boxes(data_dir: str, row: Dict[str, object], image_column: str, prediction,

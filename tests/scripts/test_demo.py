@@ -79,3 +79,18 @@ def test_the_console_gets_one_short_line_per_epoch_and_validation():
     assert demo.progress_line("This behavior is deprecated in Hydra 1.1 and will be removed "
                               "in Hydra 1.2.") is None
     assert demo.log_fields("removed in Hydra 1.2.") == {}
+
+
+@pytest.mark.parametrize("config", demo.CONFIGS)
+def test_a_specialist_trains_one_stage_of_its_task_whether_or_not_the_config_has_stages(
+        config, monkeypatch):
+    from fairseq.dataclass.initialize import hydra_init
+    from hydra import compose, initialize_config_dir
+
+    monkeypatch.setattr(demo, "CONFIG_NAME", config)
+    name = next(iter(demo.demo_tasks()))
+    hydra_init(config)
+    with initialize_config_dir(config_dir=demo.CONFIG_DIR, version_base="1.1"):
+        cfg = compose(config_name=config, overrides=demo.alone_stage(name))
+    # Hydra merges a mapping into an existing one: no stage of the config may survive
+    assert cfg.task.stages == {"alone": {"tasks": [name]}}

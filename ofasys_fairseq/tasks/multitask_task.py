@@ -33,6 +33,7 @@ from ..scoring.validation_metrics import (METRIC_STATS, log_metrics, metric_valu
 from ..instruction import Slot
 from ..modalities import get_modality
 from ..modalities.base import CONTINUOUS
+from .gradient_balance import GradientBalance, shared_gradient_norm
 from .instruction_task import (STATE_FORMAT, InstructionCommonConfig, InstructionConfig,
                                InstructionTask, upgrade_task_state)
 from .task_specs import (TaskConfigError, TaskSpec, check_schedule, parse_tasks,
@@ -65,6 +66,11 @@ class MultitaskConfig(InstructionCommonConfig):
         "help": "log <task>_gnorm: the norm of each task's batch gradient on the parameters "
                 "the tasks share, per target token as fairseq's gnorm (homogeneous batches; "
                 "a measurement of what each task asks of the shared model)"})
+    balance_gradients: bool = field(default=False, metadata={
+        "help": "scale each task's loss so that its gradient on the shared parameters has "
+                "the size of the tasks' mean (running norms per task, kept in checkpoints; "
+                "homogeneous batches): tasks with small gradients are not out-stepped by "
+                "those with large ones under Adam's shared second moment"})
     update_freq: Any = II("optimization.update_freq")
     train_subset: str = II("dataset.train_subset")
     distributed_world_size: Any = II("distributed_training.distributed_world_size")
@@ -93,10 +99,15 @@ class MultitaskTask(InstructionTask):
         self.schedule: Optional[SamplingSchedule] = None  # the training set's, once loaded
         # task name -> its validation search, for tasks with their own eval_max_len
         self.validation_generators: Dict[str, Any] = {}
+        self.balance = GradientBalance(self.task_names) if cfg.balance_gradients else None
 
     def use_specs(self, specs: List[TaskSpec]) -> None:
         """Train or decode these tasks (checked; each gets its member task)."""
         self.specs = specs
+        if self.cfg.balance_gradients and str(self.cfg.batch_mode) != "homogeneous":
+            raise TaskConfigError(f"balance_gradients measures each task's gradient on its "
+                                  f"own batches: it needs batch_mode homogeneous, not "
+                                  f"{self.cfg.batch_mode}")
         self.members = [InstructionTask(_member_config(self.cfg, spec),
                                         TaskPlan.parse(spec.instruction)) for spec in specs]
         for member, spec in zip(self.members, specs):
@@ -170,10 +181,13 @@ class MultitaskTask(InstructionTask):
     def state_dict(self) -> Dict[str, object]:
         if self.vocab is None:
             return {}
-        return {"format": STATE_FORMAT, "vocabulary": self.vocab.state_dict(),
-                "modalities": self.modality_settings,
-                "tasks": {spec.name: {"instruction": member.plan.text, "labels": member.labels}
-                          for spec, member in zip(self.specs, self.members)}}
+        state = {"format": STATE_FORMAT, "vocabulary": self.vocab.state_dict(),
+                 "modalities": self.modality_settings,
+                 "tasks": {spec.name: {"instruction": member.plan.text, "labels": member.labels}
+                           for spec, member in zip(self.specs, self.members)}}
+        if self.balance is not None:
+            state["gradient_norms"] = self.balance.state_dict()
+        return state
 
     def load_state_dict(self, state: Dict[str, object]) -> None:
         if not state:
@@ -193,6 +207,8 @@ class MultitaskTask(InstructionTask):
         for name, member in zip(self.task_names, self.members):
             for column, labels in state["tasks"][name]["labels"].items():
                 member.add_labels(column, labels)
+        if self.balance is not None:
+            self.balance.load_state_dict(state.get("gradient_norms", {}))
 
     # -- data --------------------------------------------------------------------
     def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs):
@@ -297,6 +313,12 @@ class MultitaskTask(InstructionTask):
                 # a float: fairseq saves meters in checkpoints, loaded weights-only
                 metrics.log_scalar(f"{name}_share", float(share), round=3)
         parts = sample["rounds"] if "rounds" in sample else [sample]
+        scale = 1.0
+        if self.balance is not None and "task_index" in sample:
+            scale = float(self.balance.scales()[sample["task_index"]])
+            sample["loss_weights"] = sample["loss_weights"] * scale
+            metrics.log_scalar(f"{self.task_names[sample['task_index']]}_gscale", scale,
+                               round=3)
         total_loss, total_size, logs = 0.0, 0, {}
         for part in parts:
             loss, size, log = super().train_step(part, model, criterion, optimizer,
@@ -304,32 +326,35 @@ class MultitaskTask(InstructionTask):
             total_loss, total_size = total_loss + loss.detach(), total_size + size
             for key, value in log.items():
                 logs[key] = logs.get(key, 0) + value
-        if self.cfg.log_task_gnorm and "task_index" in sample and not ignore_grad:
-            self._log_shared_gradient_norm(model, sample["task_index"], update_num, total_size)
+        measure = self.cfg.log_task_gnorm or self.balance is not None
+        if measure and "task_index" in sample and not ignore_grad and total_size > 0:
+            weight = self.specs[sample["task_index"]].loss_weight * scale
+            self._measure_shared_gradient(model, sample["task_index"], update_num,
+                                          float(total_size) * weight)
         for parameter in model.parameters():
             if parameter.requires_grad and parameter.grad is None:
                 parameter.grad = torch.zeros_like(parameter)
         return total_loss, total_size, logs
 
-    def _log_shared_gradient_norm(self, model, task: int, update_num: int,
-                                  sample_size) -> None:
-        """``<task>_gnorm``: the norm of the batch's gradient on the shared parameters
-        (none of a task's own adapters and heads) per unit of its sample size, as the
-        trainer normalizes it, before clipping and data-parallel averaging. With
-        --update-freq only a step's first batch is measured (the gradient then holds that
-        batch alone)."""
+    def _measure_shared_gradient(self, model, task: int, update_num: int,
+                                 divisor: float) -> None:
+        """The norm of the batch's gradient on the shared parameters (none of a task's
+        own adapters and heads) per unit of its sample size, as the trainer normalizes it,
+        before clipping and data-parallel averaging, without the task's loss_weight and
+        balancing scale (``divisor``: sample size x both): logged as ``<task>_gnorm``,
+        recorded for balancing. With --update-freq only a step's first batch is measured
+        (the gradient then holds that batch alone)."""
         if update_num == getattr(self, "_gnorm_update", None):
             return
         self._gnorm_update = update_num
         if getattr(self, "_shared", (None,))[0] is not model:
             own = {id(p) for p, _ in self._exclusive_parameters(model)}
             self._shared = (model, [p for p in model.parameters() if id(p) not in own])
-        squares = [p.grad.detach().float().pow(2).sum() for p in self._shared[1]
-                   if p.grad is not None]
-        if squares and sample_size > 0:
-            metrics.log_scalar(f"{self.specs[task].name}_gnorm",
-                               float(torch.stack(squares).sum().sqrt()) / float(sample_size),
-                               round=3)
+        norm = shared_gradient_norm(self._shared[1]) / divisor
+        if self.cfg.log_task_gnorm:
+            metrics.log_scalar(f"{self.specs[task].name}_gnorm", norm, round=3)
+        if self.balance is not None:
+            self.balance.record(task, norm)
 
     def optimizer_step(self, optimizer, model, update_num):
         """The optimizer's step, then each task's own parameters (adapters and output
@@ -343,6 +368,8 @@ class MultitaskTask(InstructionTask):
             raise ValueError("lr_scale needs fp32 training, --amp or --memory-efficient-fp16: "
                              "--fp16 / --bf16 step fp32 copies of the parameters")
         before = [p.detach().clone() for p, _ in scaled]
+        if self.balance is not None:
+            self.balance.step()
         super().optimizer_step(optimizer, model, update_num)
         with torch.no_grad():
             for (parameter, scale), old in zip(scaled, before):

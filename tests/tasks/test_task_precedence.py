@@ -198,3 +198,67 @@ def test_each_tasks_gradient_norm_on_the_shared_parameters_is_logged(data, tmp_p
     assert values["grounding_gnorm"] == pytest.approx(float(shared.sum().sqrt()) / sample_size,
                                                       rel=1e-3)
     assert "nli_gnorm" not in values
+
+
+def batch_of(task, index: int, rows: int = 8):
+    train = task.datasets["train"]
+    offset = int(train.offsets[index])
+    return train.collater([train[offset + i] for i in range(rows)])
+
+
+def test_balanced_gradients_scale_each_task_to_the_mean_norm(data, tmp_path):
+    """A task's loss is scaled by (mean of the tasks' running norms) / (its own), on top
+    of its loss_weight: its gradient on the shared parameters then has the mean's size
+    (times its loss_weight)."""
+    specs = good_tasks(data)
+    specs["nli"]["loss_weight"] = 3
+    task, model, criterion, optimizer, grounding = grounding_step(
+        data, tmp_path, specs, "--balance-gradients", "--log-task-gnorm")
+    nli = batch_of(task, 0)
+    logged = []
+    for update, sample in enumerate([grounding, nli, nli]):
+        optimizer.zero_grad()
+        with metrics.aggregate() as step:
+            _, sample_size, _ = task.train_step(sample, model, criterion, optimizer, update)
+        logged.append(step.get_smoothed_values())
+        task.optimizer_step(optimizer, model, update)
+    grounding_norm, nli_norm = logged[0]["grounding_gnorm"], logged[1]["nli_gnorm"]
+    assert logged[0]["grounding_gscale"] == logged[1]["nli_gscale"] == 1  # not measured yet
+    expected_scale = (grounding_norm + nli_norm) / 2 / nli_norm
+    assert logged[2]["nli_gscale"] == pytest.approx(expected_scale, rel=1e-4)
+    assert abs(expected_scale - 1) > 0.005  # the tasks' gradients differ in size
+    own = {id(p) for p, _ in task._exclusive_parameters(model)}
+    shared = torch.stack([p.grad.pow(2).sum() for p in model.parameters()
+                          if id(p) not in own and p.grad is not None]).sum().sqrt()
+    # the gradient in the model is scaled; the logged norm is the task's own
+    assert float(shared) / sample_size == pytest.approx(
+        3 * expected_scale * logged[2]["nli_gnorm"], rel=1e-4)
+    assert task.state_dict()["gradient_norms"] == pytest.approx(
+        {"grounding": grounding_norm, "nli": 0.9 * nli_norm + 0.1 * logged[2]["nli_gnorm"]},
+        rel=1e-4)
+
+
+def test_balanced_gradients_need_homogeneous_batches(data, tmp_path):
+    with pytest.raises(TaskConfigError, match="balance_gradients measures each task's "
+                                              "gradient on its own batches: it needs "
+                                              "batch_mode homogeneous, not mixed"):
+        multitask(good_tasks(data), tmp_path, batch_mode="mixed", balance_gradients=True)
+
+
+def test_a_balanced_run_resumed_midway_trains_the_same_losses(data, tmp_path):
+    """The running norms travel in the checkpoint: a resumed run scales as the
+    uninterrupted one did."""
+    args = ["--batch-size", "16", "--max-update", 10, "--save-interval-updates", 5,
+            "--disable-validation", "--balance-gradients", "--log-interval", 1]
+    whole = train_updates(run(train_command(data / "tasks.yaml", tmp_path / "whole", *args)))
+    checkpoint, = glob.glob(str(tmp_path / "whole" / "checkpoint_*_5.pt"))
+    assert set(torch.load(checkpoint, weights_only=True)["task_state"]["gradient_norms"]) == \
+        {"nli", "grounding"}
+    resumed = train_updates(run(train_command(data / "tasks.yaml", tmp_path / "resumed", *args,
+                                              "--restore-file", checkpoint)))
+    assert sorted(resumed) == list(range(6, 11))
+    scaled = [u for u in resumed for k, v in resumed[u][2].items()
+              if k.endswith("_gscale") and v not in ("1", "None")]
+    assert scaled
+    for update in range(6, 11):
+        assert resumed[update] == whole[update], update

@@ -11,13 +11,15 @@
   a compositional caption, a colour question, and one shape's exact pixel box
   (captioning, VQA, visual grounding and grounded captioning on one table).
 
-The text tasks are written as ``{train,valid}.jsonl``; the vision sets as
-``{train,valid}.tsv`` (header line) next to an ``images/`` folder of PNGs, with
-image paths relative to the set's directory.
+The text tasks are written as ``{train,valid,test}.jsonl``; the vision sets as
+``{train,valid,test}.tsv`` (header line) next to an ``images/`` folder of PNGs, with
+image paths relative to the set's directory. A test split (held out from checkpoint
+selection, for ``make results``) is written when its size is above 0.
 
-    python scripts/demo_data.py OUT_DIR [--train 3000 --valid 300 --seed 1]
+    python scripts/demo_data.py OUT_DIR [--train 3000 --valid 300 --test 0 --seed 1]
 
-``--train`` / ``--valid`` size the text tasks; the vision sets use their defaults.
+``--train`` / ``--valid`` / ``--test`` size the text tasks; the vision sets use their
+defaults.
 """
 import argparse
 import json
@@ -80,13 +82,20 @@ TASKS = {
 }
 
 
-def write_task(out_dir: str, name: str, train: int, valid: int, seed: int) -> str:
-    """Write ``out_dir/name/{train,valid}.jsonl`` and return the task's directory."""
+def split_sizes(train: int, valid: int, test: int) -> List[Tuple[str, int]]:
+    """(split, rows) in the order rows are drawn: a test split only when asked for, drawn
+    after the others so that adding it leaves them as they were."""
+    return [("train", train), ("valid", valid)] + ([("test", test)] if test > 0 else [])
+
+
+def write_task(out_dir: str, name: str, train: int, valid: int, seed: int,
+               test: int = 0) -> str:
+    """Write ``out_dir/name/{train,valid[,test]}.jsonl`` and return the task's directory."""
     make_example, _ = TASKS[name]
     rng = random.Random(f"{name}:{seed}")
     task_dir = os.path.join(out_dir, name)
     os.makedirs(task_dir, exist_ok=True)
-    for split, count in (("train", train), ("valid", valid)):
+    for split, count in split_sizes(train, valid, test):
         with open(os.path.join(task_dir, f"{split}.jsonl"), "w", encoding="utf-8") as f:
             for _ in range(count):
                 f.write(json.dumps(make_example(rng)) + "\n")
@@ -123,31 +132,40 @@ def write_tsv(path: str, columns: Sequence[str], rows: List[Dict[str, str]]) -> 
             f.write("\t".join(row[column] for column in columns) + "\n")
 
 
+def write_splits(set_dir: str, columns: Sequence[str], rows: List[Dict[str, str]],
+                 sizes: List[Tuple[str, int]]) -> None:
+    """``set_dir/<split>.tsv`` for each (split, rows) in turn, from ``rows`` in order."""
+    start = 0
+    for split, count in sizes:
+        write_tsv(os.path.join(set_dir, f"{split}.tsv"), columns, rows[start:start + count])
+        start += count
+
+
 def image_name(index: int) -> str:
     return f"images/{index:05d}.png"
 
 
-def write_digits(out_dir: str, train: int = 1500, valid: int = 297, seed: int = 1) -> str:
-    """Write ``out_dir/digits/{train,valid}.tsv`` (image, label_name) and the PNGs;
+def write_digits(out_dir: str, train: int = 1500, valid: int = 297, seed: int = 1,
+                 test: int = 0) -> str:
+    """Write ``out_dir/digits/{train,valid[,test]}.tsv`` (image, label_name) and the PNGs;
     return the set's directory."""
     # bundled with scikit-learn, no download; imported here because it is slow to import
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    if train < 0 or valid < 0 or train + valid > len(digits.images):
-        raise ValueError(f"train + valid must be between 0 and {len(digits.images)} "
-                         f"digit images; got {train} + {valid}")
+    if min(train, valid, test) < 0 or train + valid + test > len(digits.images):
+        raise ValueError(f"train + valid + test must be between 0 and "
+                         f"{len(digits.images)} digit images; got {train} + {valid} + {test}")
     order = list(range(len(digits.images)))
     random.Random(f"digits:{seed}").shuffle(order)
     digits_dir = os.path.join(out_dir, "digits")
     os.makedirs(os.path.join(digits_dir, "images"), exist_ok=True)
     rows = []
-    for index, source in enumerate(order[:train + valid]):
+    for index, source in enumerate(order[:train + valid + test]):
         pixels = np.rint(digits.images[source] * (255 / 16)).astype(np.uint8)
         Image.fromarray(pixels).save(os.path.join(digits_dir, image_name(index)))
         rows.append({"image": image_name(index), "label_name": DIGIT_WORDS[digits.target[source]]})
-    write_tsv(os.path.join(digits_dir, "train.tsv"), ["image", "label_name"], rows[:train])
-    write_tsv(os.path.join(digits_dir, "valid.tsv"), ["image", "label_name"], rows[train:])
+    write_splits(digits_dir, ["image", "label_name"], rows, split_sizes(train, valid, test))
     return digits_dir
 
 
@@ -226,20 +244,19 @@ def shapes_scene(rng: random.Random, noise: np.random.Generator,
 
 
 def write_shapes(out_dir: str, train: int = 3000, valid: int = 300, seed: int = 1,
-                 canvas: int = 64) -> str:
-    """Write ``out_dir/shapes/{train,valid}.tsv`` (one row per scene, columns
+                 canvas: int = 64, test: int = 0) -> str:
+    """Write ``out_dir/shapes/{train,valid[,test]}.tsv`` (one row per scene, columns
     ``SHAPES_COLUMNS``) and the PNGs; return the set's directory."""
     rng = random.Random(f"shapes:{seed}")
     noise = np.random.default_rng(rng.getrandbits(64))
     shapes_dir = os.path.join(out_dir, "shapes")
     os.makedirs(os.path.join(shapes_dir, "images"), exist_ok=True)
     rows = []
-    for index in range(train + valid):
+    for index in range(train + valid + test):
         image, row = shapes_scene(rng, noise, canvas)
         image.save(os.path.join(shapes_dir, image_name(index)))
         rows.append({"image": image_name(index), **row})
-    write_tsv(os.path.join(shapes_dir, "train.tsv"), SHAPES_COLUMNS, rows[:train])
-    write_tsv(os.path.join(shapes_dir, "valid.tsv"), SHAPES_COLUMNS, rows[train:])
+    write_splits(shapes_dir, SHAPES_COLUMNS, rows, split_sizes(train, valid, test))
     return shapes_dir
 
 
@@ -248,10 +265,11 @@ def main() -> None:
     parser.add_argument("out_dir")
     parser.add_argument("--train", type=int, default=3000)
     parser.add_argument("--valid", type=int, default=300)
+    parser.add_argument("--test", type=int, default=0)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     for name in TASKS:
-        print(write_task(args.out_dir, name, args.train, args.valid, args.seed))
+        print(write_task(args.out_dir, name, args.train, args.valid, args.seed, args.test))
     print(write_digits(args.out_dir, seed=args.seed))
     print(write_shapes(args.out_dir, seed=args.seed))
 

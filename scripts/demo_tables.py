@@ -250,8 +250,9 @@ def _write_split(task_dir: str, split: str, examples) -> None:
 
 
 def write_table_task(out_dir: str, name: str, train: int = 2000, valid: int = 200,
-                     seed: int = 1) -> str:
-    """Write ``out_dir/name/{train,valid}.jsonl`` for a table task; its directory."""
+                     seed: int = 1, test: int = 0) -> str:
+    """Write ``out_dir/name/{train,valid[,test]}.jsonl`` for a table task (a test split
+    when ``test`` > 0, drawn last); its directory."""
     task_dir = os.path.join(out_dir, name)
     os.makedirs(os.path.join(task_dir, "tables"), exist_ok=True)
     rng = random.Random(seed)
@@ -263,10 +264,12 @@ def write_table_task(out_dir: str, name: str, train: int = 2000, valid: int = 20
         "text_to_sql": lambda i: text_to_sql_example(rng, sources),
         "sudoku": lambda i: sudoku_example(rng, grids),
     }[name]
-    examples = [make(i) for i in tqdm(range(train + valid), desc=name, leave=False,
+    examples = [make(i) for i in tqdm(range(train + valid + test), desc=name, leave=False,
                                             disable=None)]
     _write_split(task_dir, "train", examples[:train])
-    _write_split(task_dir, "valid", examples[train:])
+    _write_split(task_dir, "valid", examples[train:train + valid])
+    if test > 0:
+        _write_split(task_dir, "test", examples[train + valid:])
     return task_dir
 
 

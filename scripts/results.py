@@ -2,6 +2,9 @@
 seed, ``scripts/demo.py --specialists`` without the decoding (the demo's generalist on every
 task, then each task alone for as many batches as the generalist gave it), then per task
 the mean and spread of both over the seeds and each seed's generalist / specialist ratio.
+Each model is its best checkpoint on the validation split, scored on the test split (rows
+no checkpoint was chosen on: a specialist's best of ten noisy validations is not its
+quality).
 
     python scripts/results.py [--seeds 1 2 3] [--out results_run] [HYDRA_OVERRIDE ...]
 
@@ -26,7 +29,8 @@ KEPT_QUALITY = 0.95
 def measure_seed(out_dir: str, seed: int, tasks: Dict[str, dict],
                  data_dirs: Dict[str, str]) -> Dict[str, Dict[str, float]]:
     """One seed's generalist and specialists; task -> {batches, generalist, specialist,
-    ratio}, each the best validation (the generalist's at its best-score checkpoint)."""
+    ratio} on the test split, and both models' best validation (the generalist's at its
+    best-score checkpoint)."""
     path = os.path.join(out_dir, f"seed_{seed}", "results.json")
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
@@ -42,17 +46,26 @@ def measure_seed(out_dir: str, seed: int, tasks: Dict[str, dict],
         specialists = demo.train_specialists(seed_dir, tasks, data_dirs, batches)
     finally:
         demo.EXTRA_OVERRIDES.pop()
+    print(f"\n== seed {seed}: the test splits", flush=True)
+    generalist = test_results(os.path.join(seed_dir, "generalist"))
     measured = {}
     for name, spec in tasks.items():
-        metric = spec["metrics"][0]
-        generalist = best.get(f"{name}_{metric}", math.nan)
+        key = f"{name}_{spec['metrics'][0]}"
+        specialist = test_results(os.path.join(seed_dir, "specialists", name))[key]
         measured[name] = {
-            "metric": metric, "batches": batches[name], "generalist": generalist,
-            "specialist": specialists[name],
-            "ratio": demo.quality_ratio(metric, generalist, specialists[name])}
+            "metric": spec["metrics"][0], "batches": batches[name],
+            "generalist": generalist[key], "specialist": specialist,
+            "ratio": demo.quality_ratio(spec["metrics"][0], generalist[key], specialist),
+            "generalist_valid": best.get(key, math.nan), "specialist_valid": specialists[name]}
     with open(path, "w", encoding="utf-8") as f:
         json.dump(measured, f, indent=1)
     return measured
+
+
+def test_results(run_dir: str) -> Dict[str, float]:
+    """The metrics of a run's best checkpoint on the test splits."""
+    return demo.test_results(os.path.join(run_dir, "checkpoints", "checkpoint_best.pt"),
+                             os.path.join(run_dir, "test.log"))
 
 
 def spread(values: List[float]) -> str:
@@ -92,8 +105,9 @@ def main() -> None:
     data_dirs = demo.write_data(out_dir, tasks)
     runs = [measure_seed(out_dir, seed, tasks, data_dirs) for seed in args.seeds]
     lines = [f"Generalist / specialist over seeds {', '.join(map(str, args.seeds))} "
-             f"(configs/{demo.CONFIG_NAME}.yaml; best validation; mean ± standard deviation "
-             "(min-max) over the seeds):", "", *summary_table(args.seeds, runs)]
+             f"(configs/{demo.CONFIG_NAME}.yaml; test splits, each model at its best "
+             "validation checkpoint; mean ± standard deviation (min-max) over the seeds):", "",
+             *summary_table(args.seeds, runs)]
     with open(os.path.join(out_dir, "results.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     print("\n" + "\n".join(lines))

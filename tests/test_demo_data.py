@@ -8,6 +8,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 import demo_data
+import demo_tables
 from ofasys_fairseq.instruction import Instruction
 
 CAPTION = re.compile(r"a (\w+) (\w+) (above|below|left of|right of) a (\w+) (\w+)")
@@ -156,6 +157,25 @@ def test_same_seed_same_files_other_seed_other_files(tmp_path, write):
     assert all(first[name] != other[name] for name in first if name.startswith("images"))
 
 
+@pytest.mark.parametrize("write", [
+    lambda out, test: demo_data.write_shapes(out, train=8, valid=3, test=test),
+    lambda out, test: demo_data.write_digits(out, train=8, valid=3, test=test),
+    lambda out, test: demo_data.write_task(out, "nli", 8, 3, 1, test=test),
+    lambda out, test: demo_tables.write_table_task(out, "table_qa", train=8, valid=3,
+                                                   test=test),
+], ids=["shapes", "digits", "text", "tables"])
+def test_a_test_split_is_drawn_after_the_others_and_leaves_them_as_they_were(tmp_path, write):
+    without = read_dir(write(str(tmp_path / "a"), 0))
+    with_test = read_dir(write(str(tmp_path / "b"), 4))
+    test_file, = [name for name in with_test if name.startswith("test.")]
+    assert not any(name.startswith("test.") for name in without)
+    assert {k: v for k, v in with_test.items() if k in without} == without
+    rows = with_test[test_file].splitlines()
+    assert len(rows) - test_file.endswith(".tsv") == 4  # a header line in TSV
+    train = with_test[test_file.replace("test.", "train.")].splitlines()
+    assert not set(rows[test_file.endswith(".tsv"):]) & set(train)
+
+
 def test_digits_files_and_labels_match_sklearn(digits_dir):
     assert os.path.basename(digits_dir) == "digits"
     digits = load_digits()
@@ -183,6 +203,8 @@ def test_digits_files_and_labels_match_sklearn(digits_dir):
 def test_digits_too_many_rows_raise(tmp_path):
     with pytest.raises(ValueError, match="1797"):
         demo_data.write_digits(str(tmp_path), train=1700, valid=98)
+    with pytest.raises(ValueError, match=r"got 1500 \+ 148 \+ 150"):
+        demo_data.write_digits(str(tmp_path), train=1500, valid=148, test=150)
     with pytest.raises(ValueError):
         demo_data.write_digits(str(tmp_path), train=-1, valid=10)
 

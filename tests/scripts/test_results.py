@@ -1,10 +1,12 @@
 """``make results`` (scripts/results.py): a seed trains the demo's generalist, then each task
-alone on the batches the generalist gave it, and is kept; the table's spread and verdict."""
+alone on the batches the generalist gave it, scores both on the test splits, and is kept;
+the table's spread and verdict."""
 import json
 import math
 import os
 
 import demo  # scripts/ is on the path
+import demo_data
 import pytest
 import results
 
@@ -12,6 +14,12 @@ TASKS = ("nli", "translation")
 # translation alone for the first 10 updates: the specialists must drop the run's stages
 STAGES = ["~task.stages",
           "+task.stages={first:{until:10,tasks:[translation]},both:{tasks:[nli,translation]}}"]
+HELD_OUT = 60  # validation and test rows per task: few, to decode quickly
+
+
+def read(path) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
 
 
 def last_num_updates(log_path: str) -> float:
@@ -25,6 +33,9 @@ def test_a_seed_trains_the_generalist_then_each_task_alone_and_is_kept(tmp_path,
     tasks = {name: every_task[name] for name in TASKS}
     others = [f"~task.tasks.{name}" for name in every_task if name not in TASKS]
     monkeypatch.setattr(demo, "EXTRA_OVERRIDES", [*others, *STAGES, "optimization.max_update=30"])
+    for name in TASKS:
+        monkeypatch.setitem(demo.DATA_WRITERS, name, lambda out, name=name: demo_data.write_task(
+            out, name, 3000, HELD_OUT, seed=1, test=HELD_OUT))
     data_dirs = demo.write_data(str(tmp_path), tasks)
 
     measured = results.measure_seed(str(tmp_path), 2, tasks, data_dirs)
@@ -42,6 +53,21 @@ def test_a_seed_trains_the_generalist_then_each_task_alone_and_is_kept(tmp_path,
         assert value["metric"] == every_task[name]["metrics"][0]
         expected = value["generalist"] / value["specialist"] if value["specialist"] else math.nan
         assert value["ratio"] == pytest.approx(expected, nan_ok=True)
+        # scored on the test split, each model at its best validation checkpoint
+        key = f"{name}_{value['metric']}"
+        generalist, specialist = seed_dir / "generalist", seed_dir / "specialists" / name
+        best = demo.best_validation(read(generalist / "train.log"))
+        assert value["generalist_valid"] == best[key]
+        assert value["specialist_valid"] == max(v[key] for v in demo.validations(
+            read(specialist / "train.log")))
+        for run, test_value in ((generalist, value["generalist"]),
+                                (specialist, value["specialist"])):
+            test_log = read(run / "test.log")
+            assert (f"test: task {name}: {HELD_OUT} examples from "
+                    f"{os.path.join(data_dirs[name], 'test.jsonl')}") in test_log
+            assert "checkpoint_best.pt" in test_log
+            last_line = [line for line in test_log.splitlines() if "on 'test' subset |" in line]
+            assert demo.log_fields(last_line[-1])[key] == test_value
     assert demo.EXTRA_OVERRIDES[-1] == "optimization.max_update=30"  # the seed's is gone
 
     # measured seeds are read back, not trained again (an interrupted run continues)

@@ -40,7 +40,7 @@ test-fast: $(STAMP)
 demo: $(STAMP)
 	$(PY) scripts/demo.py
 
-# the demo's generalist against its specialists over three seeds (about 85 minutes)
+# the demo's generalist against its specialists over three seeds (about 85 minutes; README, "The result")
 results: $(STAMP)
 	$(PY) scripts/results.py
 

@@ -182,7 +182,7 @@ def test_quick_data_loading_benchmark_reports_sane_numbers():
     out = io.StringIO()
     [row] = data_loading.run(data_loading.QUICK, out=out, fresh_processes=False)
     assert row["rows"] == 2000
-    for mode in data_loading.MODES:
+    for mode, _, _ in data_loading.MODES:
         assert row[mode]["rows"] == 2000 and row[mode]["seconds"] > 0
         # offsets (8) and lines, rows, source and target sizes (4 each); no feature slot
         assert row[mode]["index_bytes"] == 2000 * 24

@@ -9,6 +9,7 @@ in the index cache (``index_cache.py``): later starts map them instead of scanni
 are then built on demand from ``table[index]`` (in DataLoader workers).
 """
 import logging
+from collections import Counter
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
@@ -23,6 +24,7 @@ from ..plan import TaskPlan
 from .example_builder import Example, ExampleBuilder
 from .features import collate_features
 from .index_cache import cached_index, fingerprint
+from .row_scan import RowScan, scan_rows
 from .table import DataError, InMemoryTable, InvalidRows, as_tables, split_name
 from .vocabulary import Vocabulary
 
@@ -47,6 +49,7 @@ class InstructionDataset(FairseqDataset):
         cached: keep each file's scan (its sizes) in the index cache where nothing else is
             needed (a ``Table``, no references to collect, no ``decode_all``).
         cache_dir: where the index cache lives (default: beside the data file).
+        scan_workers: processes that scan a large file (``row_scan.py``; 1: this one).
     """
 
     def __init__(self, table, plan: TaskPlan, vocab: Vocabulary,
@@ -54,12 +57,12 @@ class InstructionDataset(FairseqDataset):
                  closed_set: Optional[ClosedSet] = None, train: bool = False,
                  with_target: bool = True, seed: int = 1, skip_invalid_rows: bool = False,
                  decode_all: bool = False, cached: bool = False,
-                 cache_dir: Optional[str] = None):
+                 cache_dir: Optional[str] = None, scan_workers: int = 1):
         self.tables = as_tables(table)
         self.name = split_name([t.path for t in self.tables])
         self.plan, self.vocab, self.closed_set = plan, vocab, closed_set
         self.train, self.with_target, self.seed = train, with_target, seed
-        self.epoch = 1
+        self.epoch, self.scan_workers = 1, scan_workers
         self.dictionary = vocab.dictionary
         if plan.target.has("closed_set") and closed_set is None:
             raise ValueError("a closed_set target needs its label set")
@@ -107,13 +110,30 @@ class InstructionDataset(FairseqDataset):
         return index.arrays, index.info
 
     def _scan(self, shard: int, skip_invalid_rows: bool, decode_all: bool):
-        """Check every row of file ``shard`` and record its sizes; all bad rows are
-        reported at once. Returns the arrays and what ``_report`` logs."""
+        """Check every row of file ``shard`` and record its sizes (``self.scan_workers``
+        processes); all bad rows are reported at once. Returns the arrays and what
+        ``_report`` logs."""
+        table = self.tables[shard]
+        scan = scan_rows(lambda start, stop: self._scan_chunk(shard, start, stop, decode_all),
+                         len(table), self.scan_workers, table.path)
+        if scan.errors and not skip_invalid_rows:
+            raise (scan.errors[0] if len(scan.errors) == 1
+                   else InvalidRows(scan.errors, table.path))
+        self.invalid_rows += scan.errors
+        self.references += scan.references
+        return ({"rows": scan.rows, "src_sizes": scan.src_sizes, "tgt_sizes": scan.tgt_sizes,
+                 "feature_sizes": scan.feature_sizes},
+                {"skipped": len(scan.errors),
+                 "first_skipped": str(scan.errors[0]) if scan.errors else None,
+                 "notes": dict(sorted(scan.notes.items()))})
+
+    def _scan_chunk(self, shard: int, start: int, stop: int, decode_all: bool) -> RowScan:
+        """Rows ``start .. stop`` of file ``shard``: checked, sized (see ``_scan``)."""
         table, builder = self.tables[shard], self.builders[shard]
-        rows, src_sizes, tgt_sizes, feature_sizes, errors = [], [], [], [], []
+        rows, src_sizes, tgt_sizes, feature_sizes, references, errors = [], [], [], [], [], []
         for ctx in builder.contexts.values():
             ctx.notes.clear()
-        for index in range(len(table)):
+        for index in range(start, stop):
             try:
                 row = table[index]
                 line = table.line_number(index)
@@ -128,20 +148,13 @@ class InstructionDataset(FairseqDataset):
             tgt_sizes.append(max(s.decoder for s in shapes))
             feature_sizes.append(shapes[0].features)  # alternatives read the same feature slots
             if self.with_target and not self.train:
-                self.references.append(builder.reference(values, self.plan.templates[0]))
-        if errors and not skip_invalid_rows:
-            raise errors[0] if len(errors) == 1 else InvalidRows(errors, table.path)
-        self.invalid_rows += errors
+                references.append(builder.reference(values, self.plan.templates[0]))
         width = len(self.plan.templates[0].feature_slots)
-        notes = {note: count for ctx in builder.contexts.values()
-                 for note, count in sorted(ctx.notes.items())}
-        return ({"rows": np.array(rows, dtype=np.int32),
-                 "src_sizes": np.array(src_sizes, dtype=np.int32),
-                 "tgt_sizes": np.array(tgt_sizes, dtype=np.int32),
-                 "feature_sizes": np.array(feature_sizes, dtype=np.int32).reshape(len(rows),
-                                                                                  width)},
-                {"skipped": len(errors), "first_skipped": str(errors[0]) if errors else None,
-                 "notes": notes})
+        return RowScan(np.array(rows, dtype=np.int32), np.array(src_sizes, dtype=np.int32),
+                       np.array(tgt_sizes, dtype=np.int32),
+                       np.array(feature_sizes, dtype=np.int32).reshape(len(rows), width),
+                       references, errors,
+                       sum((ctx.notes for ctx in builder.contexts.values()), Counter()))
 
     def _report(self, infos: Sequence[Mapping[str, Any]]) -> None:
         """Log what the scans skipped (--skip-invalid-rows) and the modalities' notes,

@@ -35,6 +35,9 @@ class DataError(ValueError):
             where += f", column '{column}'"
         super().__init__(f"{where}: {message}")
 
+    def __reduce__(self):  # rebuilt from its parts in another process (a scan worker)
+        return type(self), (self.reason, self.path, self.line, self.column)
+
 
 def required_cell(row: Dict[str, object], slot, path: str, line: Optional[int]) -> object:
     """The value of ``slot.column`` in ``row``; a located error naming the row's columns
@@ -73,6 +76,9 @@ class InvalidRows(DataError):
             shown.append(f"... and {len(self.errors) - self.SHOWN} more (ofasys-validate "
                          f"lists them all)")
         super().__init__(f"{len(self.errors)} invalid rows:\n  " + "\n  ".join(shown), path)
+
+    def __reduce__(self):
+        return type(self), (self.errors, self.path)
 
 
 class SeekableFile:

@@ -22,6 +22,7 @@ from omegaconf import II
 
 from ..data.index_cache import cached_index, fingerprint
 from ..data.instruction_dataset import InstructionDataset
+from ..data.row_scan import scan_workers
 from ..data.stream_batches import StreamEpochIterator, StreamLayout, StreamPlan
 from ..data.table import (DataError, Table, as_tables, find_split_files, located, open_table,
                           required_cell)
@@ -84,6 +85,11 @@ class InstructionCommonConfig(ModalityTaskOptions):
                 "cache directory where that is read-only)"})
     no_data_cache: bool = field(default=False, metadata={
         "help": "scan every data file at every start instead of keeping its index cache"})
+    scan_workers: int = field(default=0, metadata={
+        "help": "processes that check and size a data file's rows when there is no index "
+                "cache to map (its first start, --no-data-cache, validation sets), each "
+                "taking 5,000 rows at a time (0: one per CPU core, at most 8; 1: the "
+                "training process alone)"})
     validate_data: bool = field(default=False, metadata={
         "help": "decode every cell in full while loading the data (every image decoded, every "
                 "box checked against it), reporting all bad rows before training "
@@ -497,7 +503,8 @@ class InstructionTask(FairseqTask):
                                      # a pass over data files, not over inference rows
                                      decode_all=self.cfg.validate_data and with_target,
                                      cached=not self.cfg.no_data_cache,
-                                     cache_dir=self.cfg.data_cache_dir)
+                                     cache_dir=self.cfg.data_cache_dir,
+                                     scan_workers=scan_workers(self.cfg.scan_workers))
         if dataset.references:
             self._corpora[dataset.name] = Corpus(dataset.references)
         return dataset

@@ -19,9 +19,13 @@
   them under its token budget) against ``get_batch_iterator`` + ``inference_step`` over
   the task's own dataset; the outputs are checked to be the same. Rows per second.
 
-The variants of a comparison take turns, ``rounds`` times; a rate is tokens (or rows) per
-second of a variant's fastest pass (as ``timeit`` reports: on a shared machine the other
-passes measure the machine's interruptions too), ``x`` its ratio to the reference's.
+The first two compare decoding alone (``inference_step`` on batches made beforehand),
+batch by batch in turns: batch 1 of every variant, then batch 2, ..., ``rounds`` times; a
+variant's time is the sum of its batches' fastest decodings (as ``timeit`` reports: on a
+shared machine slower runs measure the machine's interruptions too), so a slow moment
+falls on every variant alike. The third times whole passes (reading and batching
+included), in turns. A rate is tokens (or rows) per second, ``x`` its ratio to the
+reference's.
 
     python -m benchmarks --only decoding [--quick]
 """
@@ -33,7 +37,7 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
@@ -88,29 +92,45 @@ def model_and_task(args: List[str], seed: int):
     return task, task.build_model(cfg.model).eval()
 
 
-def generate_pass(task, model, dataset, generator_args: dict, batch_size: int) -> Callable:
-    """fairseq-generate's loop: the task's batches of ``dataset``, its ``inference_step``."""
+class Decoder(NamedTuple):
+    """A task's batches of some rows and its fairseq-generate step over one of them."""
+
+    batches: Callable[[], Iterable[dict]]  # the task's batches, made as fairseq-generate does
+    decode: Callable[[dict], Pass]  # ``inference_step`` on one batch
+
+
+def decoder(task, model, dataset, generator_args: dict, batch_size: int) -> Decoder:
     generator = task.build_generator([model], argparse.Namespace(**generator_args))
 
-    def decode() -> Pass:
-        batches = task.get_batch_iterator(dataset=dataset, max_sentences=batch_size,
-                                          ignore_invalid_inputs=False).next_epoch_itr(
-                                              shuffle=False)
-        tokens, rows, outputs = 0, 0, {}
+    def batches() -> Iterable[dict]:
+        return task.get_batch_iterator(dataset=dataset, max_sentences=batch_size,
+                                       ignore_invalid_inputs=False).next_epoch_itr(shuffle=False)
+
+    def decode(sample: dict) -> Pass:
         with torch.no_grad():
-            for sample in batches:
-                for sample_id, nbest in zip(sample["id"].tolist(),
-                                            task.inference_step(generator, [model], sample)):
-                    outputs[sample_id] = nbest[0]["tokens"].tolist()
-                    tokens += len(nbest[0]["tokens"])
-                    rows += 1
-        return Pass(tokens=tokens, rows=rows, outputs=outputs)
+            hypotheses = task.inference_step(generator, [model], sample)
+        outputs = {i: nbest[0]["tokens"].tolist()
+                   for i, nbest in zip(sample["id"].tolist(), hypotheses)}
+        return Pass(tokens=sum(map(len, outputs.values())), rows=len(outputs), outputs=outputs)
+    return Decoder(batches, decode)
+
+
+def generate_pass(step: Decoder) -> Callable[[], Pass]:
+    """fairseq-generate's loop: the task's batches, made and decoded one after another."""
+    def decode() -> Pass:
+        total = Pass(tokens=0, rows=0, outputs={})
+        for sample in step.batches():
+            part = step.decode(sample)
+            total["tokens"] += part["tokens"]
+            total["rows"] += part["rows"]
+            total["outputs"].update(part["outputs"])
+        return total
     return decode
 
 
 def compare(variants: Dict[str, Callable[[], Pass]], rounds: int, rate: str) -> Dict[str, dict]:
-    """Each variant once per round, in turns; a variant's rate is its fastest pass's,
-    ``x`` that rate over the first variant's."""
+    """Each variant's whole pass once per round, in turns; a variant's rate is its fastest
+    pass's, ``x`` that rate over the first variant's."""
     passes: Dict[str, List[Pass]] = {name: [] for name in variants}
     for _ in range(rounds):
         for name, decode in variants.items():
@@ -121,7 +141,37 @@ def compare(variants: Dict[str, Callable[[], Pass]], rounds: int, rate: str) -> 
         summary[name] = {"rate": best[rate] / best["seconds"], "tokens": runs[0]["tokens"],
                          "rows": runs[0]["rows"], "seconds": best["seconds"],
                          "outputs": runs[0]["outputs"]}
-    reference = summary[next(iter(variants))]["rate"]
+    return with_ratios(summary)
+
+
+def compare_batches(variants: Dict[str, Decoder], rounds: int, rate: str) -> Dict[str, dict]:
+    """The variants' decoding alone, batch by batch in turns (batch 1 of each, then batch
+    2 of each, ...), ``rounds`` times; a variant's time is the sum over its batches of each
+    batch's fastest decoding. A slow moment of the machine then falls on every variant
+    alike, not on one whole pass. Batches are made beforehand (not timed)."""
+    batches = {name: list(step.batches()) for name, step in variants.items()}
+    fastest = {name: [float("inf")] * len(b) for name, b in batches.items()}
+    first: Dict[str, List[Pass]] = {name: [] for name in variants}
+    for round_ in range(rounds):
+        for index in range(max(map(len, batches.values()))):
+            for name, step in variants.items():
+                if index < len(batches[name]):
+                    result = timed(lambda: step.decode(batches[name][index]))
+                    fastest[name][index] = min(fastest[name][index], result["seconds"])
+                    if round_ == 0:
+                        first[name].append(result)
+    summary = {}
+    for name, results in first.items():
+        total = {key: sum(r[key] for r in results) for key in ("tokens", "rows")}
+        summary[name] = {**total, "rate": total[rate] / sum(fastest[name]),
+                         "seconds": sum(fastest[name]),
+                         "outputs": {k: v for r in results for k, v in r["outputs"].items()}}
+    return with_ratios(summary)
+
+
+def with_ratios(summary: Dict[str, dict]) -> Dict[str, dict]:
+    """``x``: each row's rate over the first row's."""
+    reference = summary[next(iter(summary))]["rate"]
     for row in summary.values():
         row["x"] = row["rate"] / reference
     return summary
@@ -144,13 +194,13 @@ def against_fairseq(settings: Settings, work: Path):
         train_speed.ours_args(settings.corpus, data_dir, spm, work), settings.seed)
     forced = {"beam": settings.beam, "max_len_a": 0, "max_len_b": settings.length,
               "min_len": settings.length}
-    summary = compare({
-        train_speed.BASELINE: generate_pass(theirs, their_model, theirs.dataset("valid"),
-                                            forced, settings.batch_size),
-        train_speed.MATCHED: generate_pass(matched, matched_model, matched.dataset("valid"),
-                                           forced, settings.batch_size),
-        train_speed.OURS: generate_pass(ours, our_model, ours.dataset("valid"), forced,
-                                        settings.batch_size)}, settings.rounds, "tokens")
+    summary = compare_batches({
+        train_speed.BASELINE: decoder(theirs, their_model, theirs.dataset("valid"), forced,
+                                      settings.batch_size),
+        train_speed.MATCHED: decoder(matched, matched_model, matched.dataset("valid"), forced,
+                                     settings.batch_size),
+        train_speed.OURS: decoder(ours, our_model, ours.dataset("valid"), forced,
+                                  settings.batch_size)}, settings.rounds, "tokens")
     if len({row["tokens"] for row in summary.values()}) != 1:
         raise BenchmarkError(f"the models decoded different numbers of tokens: {summary}")
     return summary, (ours, our_model, data_dir)
@@ -167,7 +217,7 @@ def inference_vs_generate(settings: Settings, ours, model, data_dir: Path):
         return Pass(tokens=0, rows=len(predictions), outputs=predictions)
 
     summary = compare({"fairseq-generate loop": generate_pass(
-        ours, model, ours.dataset("valid"), limit, settings.batch_size),
+        decoder(ours, model, ours.dataset("valid"), limit, settings.batch_size)),
         "OFASys.inference": inference}, settings.rounds, "rows")
     generated = summary["fairseq-generate loop"]["outputs"]
     texts = [ours.vocab.decode([t for t in generated[i] if t != ours.dictionary.eos()])
@@ -213,9 +263,10 @@ def constrained_vs_free(settings: Settings, work: Path):
     forced = {"beam": s.beam, "max_len_a": 0, "max_len_b": s.label_tokens,
               "min_len": s.label_tokens}
     free = {"beam": s.beam, "max_len_a": 0, "max_len_b": s.label_tokens + 4}
-    summary = compare({name: generate_pass(task, model, dataset,
-                                           forced if name == "free text" else free, s.batch_size)
-                       for name, dataset in datasets.items()}, s.rounds, "rows")
+    summary = compare_batches({name: decoder(task, model, dataset,
+                                             forced if name == "free text" else free,
+                                             s.batch_size)
+                               for name, dataset in datasets.items()}, s.rounds, "rows")
     if len({row["tokens"] for row in summary.values()}) != 1:
         raise BenchmarkError(f"the targets decoded different lengths: "
                              f"{ {n: r['tokens'] for n, r in summary.items()} }")

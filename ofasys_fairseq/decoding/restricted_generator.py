@@ -101,6 +101,9 @@ class RestrictedSequenceGenerator(SequenceGenerator):
                     f"{type(self.chosen_search).__name__} (--sampling, --diverse-beam-groups, "
                     f"...) decodes free targets only")
             self.search = RestrictedBeamSearch(self.tgt_dict, restriction)
+        for model in self.model.models:  # this search's beam (another may have set its own)
+            if hasattr(model, "set_beam_size"):
+                model.set_beam_size(self.beam_size)
         try:
             return self.generate(models, sample, prefix_tokens=prefix_tokens,
                                  constraints=constraints)

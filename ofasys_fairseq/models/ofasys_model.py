@@ -163,6 +163,12 @@ class OFASysModel(FairseqEncoderDecoderModel):
         extra["encoder_out"] = encoder_out  # for losses on the encoder (CTC)
         return x, extra
 
+    def set_beam_size(self, beam: int) -> None:
+        """fairseq's search tells the model its beam (``EnsembleModel
+        .set_decoder_beam_size``): the decoder's encoder attention then keeps one set of
+        keys per source row (``cached_attention.py``)."""
+        self.decoder.set_beam_size(beam)
+
 
 def _modules(names) -> str:
     """Parameter names by their module, three levels deep (``encoder.adapters.x``)."""

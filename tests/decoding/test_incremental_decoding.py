@@ -76,13 +76,19 @@ def test_a_cached_step_computes_only_its_own_position(setup):
 
 def test_beam_search_scores_match_the_uncached_model(setup):
     """Every hypothesis's per-token scores, computed with the cache reordered as beams
-    swap and drop, equal the model's own log-probabilities of that sequence."""
+    swap and drop (the encoder's keys kept once per source row), equal the model's own
+    log-probabilities of that sequence."""
     task, model, sample = setup
     generator = task.build_generator([model], argparse.Namespace(
         beam=4, max_len_a=0, max_len_b=12, unnormalized=True))
     assert isinstance(generator, RestrictedSequenceGenerator)
     assert type(generator.search) is BeamSearch  # a free target: fairseq's own search
+    projected = []  # rows of encoder states the first encoder attention projects
+    hook = model.decoder.layers[0].encoder_attn.k_proj.register_forward_hook(
+        lambda module, inputs, output: projected.append(inputs[0].size(1)))
     hypos = task.inference_step(generator, [model], sample)
+    hook.remove()
+    assert projected == [6]  # once, per source row: its 4 beams share the keys
     eos = task.dictionary.eos()
     net_input = sample["net_input"]
     for row, nbest in enumerate(hypos):

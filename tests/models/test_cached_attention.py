@@ -65,3 +65,54 @@ def test_training_and_attention_weights_take_fairseqs_path():
     state = {}
     _, weights = ours(x[:1], x[:1], x[:1], incremental_state=state, need_weights=True)
     assert weights is not None and weights.shape == (BATCH, 1, 1)
+
+
+def decode_beams(orders, beam=3, sources=2, steps=5):
+    """Encoder attention steps of ours (told the beam), the beams of each source row
+    consecutive as fairseq's search makes them, reordered after step ``i`` by
+    ``orders[i]``, against fairseq's attention over the reordered encoder states (no
+    cache); returns the rows of keys ours kept at each step."""
+    ours, theirs = pair(encoder_decoder_attention=True)
+    ours.set_beam_size(beam)
+    assert theirs.beam_size == 1 and ours.beam_size == 1  # fairseq's own folding stays off
+    torch.manual_seed(1)
+    encoder = torch.randn(SOURCE, sources, DIM).repeat_interleave(beam, dim=1)
+    padding = torch.zeros(sources, SOURCE, dtype=torch.bool)
+    padding[1, 4:] = True
+    padding = padding.repeat_interleave(beam, dim=0)
+    state, kept = {}, []
+    for step in range(steps):
+        x = torch.randn(1, padding.size(0), DIM)
+        with torch.no_grad():
+            out = ours(x, encoder, encoder, key_padding_mask=padding, incremental_state=state,
+                       static_kv=True, need_weights=False)[0]
+            expected = theirs(x, encoder, encoder, key_padding_mask=padding,
+                              need_weights=False)[0]
+        assert torch.allclose(out, expected, atol=1e-6), step
+        kept.append(len(ours._get_input_buffer(state)["prev_key"]))
+        if step in orders:
+            order = torch.tensor(orders[step])
+            ours.reorder_incremental_state(state, order)
+            encoder, padding = encoder[:, order], padding[order]
+    return kept
+
+
+def test_beams_of_a_source_share_its_keys_and_decode_as_fairseqs():
+    """One set of keys per source row while beams move within their row and rows finish;
+    an order mixing rows gives each hypothesis its own keys again."""
+    assert decode_beams({1: [2, 0, 1, 5, 5, 3],  # beams move within their source row
+                         2: [3, 4, 5]}) == [2, 2, 2, 1, 1]  # the first row finished
+    assert decode_beams({1: [0, 3, 1, 4, 2, 5]}) == [2, 2, 6, 6, 6]
+
+
+def test_a_beam_size_whose_rows_do_not_repeat_keeps_keys_per_row():
+    ours, theirs = pair(encoder_decoder_attention=True)
+    ours.set_beam_size(3)  # stale: these six rows are six sources
+    encoder = torch.randn(SOURCE, BATCH, DIM)
+    x = torch.randn(1, BATCH, DIM)
+    states = ({}, {})
+    with torch.no_grad():
+        out, expected = (a(x, encoder, encoder, incremental_state=s, static_kv=True,
+                           need_weights=False)[0] for a, s in zip((ours, theirs), states))
+    assert torch.equal(out, expected)
+    assert len(ours._get_input_buffer(states[0])["prev_key"]) == BATCH

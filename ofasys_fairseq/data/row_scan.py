@@ -87,15 +87,14 @@ def _scan_adopted(bounds: Tuple[int, int]) -> RowScan:
 def _joined(parts: Iterable[RowScan], count: int, path: str, workers: int = 1) -> RowScan:
     """The chunks' results in order, one progress line every ``PROGRESS_SECONDS``."""
     done, started, last_report = [], time.monotonic(), time.monotonic()
-    scanned = 0
     for part in parts:
         done.append(part)
-        scanned += 1
         if time.monotonic() - last_report >= PROGRESS_SECONDS:
             last_report = time.monotonic()
-            rows = min(scanned * CHUNK_ROWS, count)
+            rows = min(len(done) * CHUNK_ROWS, count)
             logger.info(f"{path}: scanned {rows:,} of {count:,} rows "
-                        f"({time.monotonic() - started:.0f} s, {workers} processes)")
+                        f"({last_report - started:.0f} s, {workers} "
+                        f"process{'es' if workers > 1 else ''})")
     return RowScan(*(np.concatenate([getattr(p, name) for p in done])
                      for name in ("rows", "src_sizes", "tgt_sizes", "feature_sizes")),
                    [r for p in done for r in p.references], [e for p in done for e in p.errors],

@@ -75,3 +75,13 @@ def test_worker_counts():
     assert 1 <= row_scan.scan_workers(0) <= row_scan.MAX_AUTO_WORKERS
     with pytest.raises(ValueError, match="--scan-workers must be 0"):
         row_scan.scan_workers(-1)
+
+
+def test_a_long_scan_logs_its_progress(data_dir, small_chunks, monkeypatch, caplog):
+    monkeypatch.setattr(row_scan, "PROGRESS_SECONDS", 0.0)  # a line after every chunk
+    caplog.set_level(logging.INFO)
+    loaded(data_dir, "valid", workers=2, skip_invalid_rows=True)
+    progress = [r.getMessage() for r in caplog.records if "scanned" in r.getMessage()]
+    assert len(progress) == 8 and "valid.jsonl: scanned 10 of 80 rows" in progress[0]
+    assert progress[-1].startswith(f"{data_dir / 'valid.jsonl'}: scanned 80 of 80 rows (")
+    assert progress[-1].endswith("s, 2 processes)")

@@ -335,8 +335,7 @@ def train_specialists(out_dir: str, tasks: Dict[str, dict], data_dirs: Dict[str,
     scores = {}
     for name, spec in tasks.items():
         print(f"\n== specialist {name}: {batches[name]} updates", flush=True)
-        others = [f"~task.tasks.{other}" for other in tasks if other != name]
-        log = hydra_train([*others, *alone_stage(name),
+        log = hydra_train([*specialist_overrides(name, tasks),
                            f"task.tasks.{name}.data={data_dirs[name]}",
                            f"optimization.max_update={batches[name]}"],
                           os.path.join(out_dir, "specialists", name))
@@ -346,12 +345,11 @@ def train_specialists(out_dir: str, tasks: Dict[str, dict], data_dirs: Dict[str,
     return scores
 
 
-def alone_stage(name: str) -> List[str]:
-    """Overrides giving a specialist one stage, its task's: alone, a task has no precedence
-    to schedule, and the run's stages name the others."""
-    stage = f"task.stages={{alone:{{tasks:[{name}]}}}}"
-    # Hydra merges a mapping given for an existing one: delete the config's, then add
-    return ["~task.stages", "+" + stage] if "stages" in demo_config().task else ["++" + stage]
+def specialist_overrides(name: str, tasks: Dict[str, dict]) -> List[str]:
+    """Overrides leaving ``name`` the run's one task, without the run's stages (alone, a
+    task has no precedence to schedule, and the stages name the others)."""
+    others = [f"~task.tasks.{other}" for other in tasks if other != name]
+    return [*others, *(["~task.stages"] if "stages" in demo_config().task else [])]
 
 
 def draw_boxes(data_dir: str, row: Dict[str, object], image_column: str, prediction,

@@ -9,7 +9,8 @@ very batches (and tasks) an uninterrupted one would.
   W ranks, k = ``--update-freq``) is the next batch of task
   ``draw_task(p, seed, update, slot=r * k + m)``. One process with ``--update-freq 2``
   and two with ``--update-freq 1`` therefore train the same batches in each update.
-* ``round``: every entry holds the next batch of every task.
+* ``round``: every entry holds the next batch of every task trained at its update (all,
+  or its stage's).
 * ``mixed``: batches are filled under the run's budget with examples of all tasks, in
   proportion to ``p`` (smooth weighted round robin).
 * ``sequential`` (validation): every task's batches, task after task, unshuffled.
@@ -144,9 +145,17 @@ class TaskSchedule:
         return plan
 
     def _rounds(self, epoch: int) -> List[np.ndarray]:
+        """Each update's rounds hold the next batch of every task trained then (a share
+        above 0: its stage's tasks)."""
         streams = [self._batch_stream(t, epoch) for t in range(len(self.datasets))]
-        rounds = self._steps(max(self.batches_per_pass)) * self.num_shards * self.update_freq
-        return [np.concatenate([next(s) for s in streams]) for _ in range(rounds)]
+        updates = self._steps(max(self.batches_per_pass))
+        first = (epoch - 1) * updates
+        plan = []
+        for update in range(first, first + updates):
+            active = np.flatnonzero(self.shares(update) > 0)
+            plan.extend(np.concatenate([next(streams[t]) for t in active])
+                        for _ in range(self.num_shards * self.update_freq))
+        return plan
 
     def _mixed(self, epoch: int) -> List[np.ndarray]:
         max_tokens, max_sentences = self.budgets[0]

@@ -87,6 +87,14 @@ def _setting(cfg, name: str, default):
     return default if isinstance(value, str) and value.startswith("${") else value
 
 
+def _per_token(criterion):
+    """``criterion`` with its summed loss divided by its sample size (target tokens)."""
+    def forward(model, sample):
+        loss, size, log = criterion(model, sample)
+        return loss / max(size, 1), size, log
+    return forward
+
+
 @register_task("multitask", dataclass=MultitaskConfig)
 class MultitaskTask(InstructionTask):
     cfg: MultitaskConfig
@@ -230,9 +238,13 @@ class MultitaskTask(InstructionTask):
             self.schedule = self.sampling_schedule(datasets)
             changing = "" if self.schedule.is_static else \
                 " at update 0 (a schedule: each train log line shows the shares then)"
-            shares = ", ".join(f"{n} {p:.3f}" for n, p in zip(self.task_names,
-                                                             self.schedule.at(0)))
-            logger.info(f"task sampling ({self.cfg.task_sampling}){changing}: {shares}")
+            shares = self.schedule.at(0)
+            if str(self.cfg.batch_mode) == "round":  # no sampling: the tasks of a round
+                trained = [n for n, p in zip(self.task_names, shares) if p > 0]
+                logger.info(f"rounds{changing}: a batch of each of {', '.join(trained)}")
+            else:
+                logger.info(f"task sampling ({self.cfg.task_sampling}){changing}: "
+                            + ", ".join(f"{n} {p:.3f}" for n, p in zip(self.task_names, shares)))
 
     def sampling_schedule(self, datasets) -> SamplingSchedule:
         """The tasks' shares over the run, for these training datasets."""
@@ -302,7 +314,9 @@ class MultitaskTask(InstructionTask):
     # -- training and validation -------------------------------------------------
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         """A ``round`` sample trains every task's batch in turn; their gradients add up
-        before the one optimizer step (normalized by all their target tokens).
+        before the one optimizer step. Each batch's loss counts per target token, as
+        alone, and the step takes the mean over the round's batches (its sample size is
+        their count): a task's say in the step does not grow with its target length.
 
         Parameters the step did not use (another task's adapter) get a zero gradient, as
         data-parallel training gives them (legacy_ddp all-reduces every parameter): the
@@ -319,11 +333,14 @@ class MultitaskTask(InstructionTask):
             sample["loss_weights"] = sample["loss_weights"] * scale
             metrics.log_scalar(f"{self.task_names[sample['task_index']]}_gscale", scale,
                                round=3)
+        per_token = "rounds" in sample
         total_loss, total_size, logs = 0.0, 0, {}
         for part in parts:
-            loss, size, log = super().train_step(part, model, criterion, optimizer,
-                                                 update_num, ignore_grad)
-            total_loss, total_size = total_loss + loss.detach(), total_size + size
+            loss, size, log = super().train_step(
+                part, model, _per_token(criterion) if per_token else criterion, optimizer,
+                update_num, ignore_grad)
+            total_loss = total_loss + loss.detach()
+            total_size += min(size, 1) if per_token else size
             for key, value in log.items():
                 logs[key] = logs.get(key, 0) + value
         measure = self.cfg.log_task_gnorm or self.balance is not None

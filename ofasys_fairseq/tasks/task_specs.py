@@ -97,7 +97,9 @@ def parse_tasks(tasks, stages, sampling: str, batch_mode: str = "homogeneous"
     parsed_stages = _stages(stages, [s.name for s in specs])
     _check_sampling(specs, sampling, batch_mode)
     if parsed_stages or any(s.start_update or s.end_update is not None for s in specs):
-        _check_scheduled(batch_mode, "start_update / end_update / stages")
+        _check_scheduled(batch_mode, "start_update / end_update / stages", rounds_follow=True)
+    if batch_mode == "round":
+        _check_round_stages(parsed_stages)
     return specs, parsed_stages
 
 
@@ -296,11 +298,26 @@ def check_schedule(specs: List[TaskSpec], stages: List[Stage], sampling: str,
         raise TaskConfigError(f"tasks: {error}") from None
 
 
-def _check_scheduled(batch_mode: str, what: str) -> None:
-    if batch_mode != "homogeneous":
-        raise TaskConfigError(f"{what}: the tasks' shares would change over the run, which "
-                              f"batch_mode '{batch_mode}' cannot follow (it plans an epoch at "
-                              f"fixed shares): use batch_mode homogeneous")
+def _check_scheduled(batch_mode: str, what: str, rounds_follow: bool = False) -> None:
+    """Refuse a schedule the batch mode cannot follow; ``rounds_follow``: rounds can (they
+    hold the tasks trained at their update)."""
+    if batch_mode == "homogeneous" or (rounds_follow and batch_mode == "round"):
+        return
+    modes = "homogeneous or round" if rounds_follow else "homogeneous"
+    raise TaskConfigError(f"{what}: the tasks' shares would change over the run, which "
+                          f"batch_mode '{batch_mode}' cannot follow (it plans an epoch at "
+                          f"fixed shares): use batch_mode {modes}")
+
+
+def _check_round_stages(stages: List[Stage]) -> None:
+    for stage in stages:
+        for task, factor in stage.factors.items():
+            if factor != 1:
+                raise TaskConfigError(
+                    f"stages.{stage.name}.tasks.{task}: a factor weighs a task's share, which "
+                    f"batch_mode 'round' does not use (a round holds one batch of each of "
+                    f"the stage's tasks): list the tasks, or weigh their gradients with "
+                    f"'loss_weight'")
 
 
 def _is_number(value) -> bool:

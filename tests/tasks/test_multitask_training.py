@@ -352,25 +352,35 @@ def test_hydra_demo_config_composes_with_overrides(repo_root):
     assert str(task.cfg.batch_mode) == "mixed"
 
 
-def test_hydra_demo_config_trains_grounding_then_translation_alone_then_every_task(repo_root):
+def test_hydra_demo_config_trains_grounding_alone_then_rounds_of_every_task(repo_root):
     from fairseq import tasks
 
     task = tasks.setup_task(compose_demo(repo_root, []).task)
+    assert str(task.cfg.batch_mode) == "round"
     schedule = task.sampling_schedule([range(10)] * len(DEMO_TASKS))  # sizes: unused
 
     def trained(update):
         return [name for name, share in zip(task.task_names, schedule.at(update)) if share > 0]
 
     assert trained(0) == trained(499) == ["shapes_grounding"]
-    assert trained(500) == trained(799) == ["translation"]
-    assert trained(800) == trained(7999) == list(DEMO_TASKS)
+    assert trained(500) == trained(1199) == list(DEMO_TASKS)
 
 
-def test_hydra_demo_config_documented_overrides(repo_root):
-    cfg = compose_demo(repo_root, ["task.tasks.shapes_caption.weight=2",
-                                   "++task.tasks.nli.loss_weight=2"])
-    assert cfg.task.tasks.shapes_caption.weight == 2
-    assert cfg.task.tasks.nli.loss_weight == 2
+@pytest.mark.parametrize("overrides", [
+    ["optimization.max_update=600", "~task.stages", "task.batch_mode=homogeneous",
+     "++task.tasks.shapes_vqa.weight=2"],
+    ["++task.tasks.nli.loss_weight=2"],
+])
+def test_hydra_demo_config_documented_overrides(repo_root, overrides):
+    from fairseq import tasks
+
+    cfg = compose_demo(repo_root, overrides)
+    specs = {s.name: s for s in tasks.setup_task(cfg.task).specs}  # accepted
+    if "task.batch_mode=homogeneous" in overrides:
+        assert not cfg.task.stages and cfg.optimization.max_update == 600
+        assert specs["shapes_vqa"].weight.at(0) == 2
+    else:
+        assert specs["nli"].loss_weight == 2
 
 
 @pytest.mark.slow
@@ -386,18 +396,17 @@ def test_hydra_train_runs_the_demo_config_on_every_task(repo_root, tmp_path):
     log = run(fairseq_command(
         "hydra_train", "--config-dir", os.path.join(repo_root, "configs"),
         "--config-name", "multitask_demo", *overrides,
-        *WEIGHTS, "task.task_sampling=weights", "~task.stages",  # every task from the start
+        "~task.stages",  # every task from the start
         "optimization.max_update=3", "model.embed_dim=32", "model.ffn_embed_dim=64",
         "model.encoder_layers=1", "model.decoder_layers=1", "dataset.batch_size=8",
         "common.log_interval=1", "dataset.disable_validation=true",
         f"checkpoint.save_dir={tmp_path / 'checkpoints'}", f"common.user_dir={USER_DIR}"),
         cwd=str(tmp_path))  # the config's hydra.run.dir is '.': keep .hydra/ out of the repo
-    assert ("task sampling (weights): nli 0.167, translation 0.083, digits 0.083, "
-            "shapes_caption 0.083, shapes_vqa 0.083, shapes_grounding 0.083, "
-            "shapes_region_caption 0.083, table_to_text 0.083, table_qa 0.083, "
-            "text_to_sql 0.083, sudoku 0.083") in log
+    assert f"rounds: a batch of each of {', '.join(DEMO_TASKS)}" in log
     updates = train_updates(log)
     assert sorted(updates) == [1, 2, 3]
+    for update in updates.values():  # rounds: a batch of every task in each update
+        assert all(update[2][f"{task}_samples"] != "0" for task in DEMO_TASKS), update
     assert all(re.fullmatch(r"\d+\.?\d*", updates[u][2]["loss"]) for u in updates)
     assert (tmp_path / "checkpoints" / "checkpoint_last.pt").exists()
     for task in DEMO_TASKS:  # every task's data was loaded from the overridden paths

@@ -56,9 +56,14 @@ RAMP = {"from": 0.2, "to": 1, "start": 0, "end": 12, "shape": "cosine"}
     pytest.param({"nli": {"weight": RAMP}}, {"batch_mode": "mixed"},
                  r"a weight ramp: the tasks' shares would change over the run, which "
                  r"batch_mode 'mixed' cannot follow", id="ramp-in-mixed-mode"),
-    pytest.param({}, {"batch_mode": "round", "stages": {"only": {"tasks": ["nli", "grounding"]}}},
-                 r"start_update / end_update / stages: .* batch_mode 'round'",
-                 id="stages-in-round-mode"),
+    pytest.param({}, {"batch_mode": "mixed", "stages": {"only": {"tasks": ["nli", "grounding"]}}},
+                 r"start_update / end_update / stages: .* batch_mode 'mixed' cannot follow .*"
+                 r"use batch_mode homogeneous or round", id="stages-in-mixed-mode"),
+    pytest.param({}, {"batch_mode": "round",
+                      "stages": {"first": {"until": 10, "tasks": {"nli": 2}},
+                                 "both": {"tasks": ["nli", "grounding"]}}},
+                 r"stages.first.tasks.nli: a factor weighs a task's share, which batch_mode "
+                 r"'round' does not use", id="stage-factor-in-round-mode"),
     pytest.param({}, {"temperature_ramp": "to=5,end=100"},
                  r"temperature_ramp: task_sampling is 'weights', which has no temperature",
                  id="temperature-without-temperature-sampling"),
@@ -262,3 +267,42 @@ def test_a_balanced_run_resumed_midway_trains_the_same_losses(data, tmp_path):
     assert scaled
     for update in range(6, 11):
         assert resumed[update] == whole[update], update
+
+
+def test_a_round_steps_by_the_mean_of_each_tasks_per_token_gradient(data, tmp_path):
+    """In a round every task's batch counts as it would alone (its loss per target token),
+    whatever its target length: the step's gradient is the mean of the tasks' own."""
+    task, model, criterion, optimizer, _ = grounding_step(
+        data, tmp_path, good_tasks(data), "--batch-mode", "round")
+    train = task.datasets["train"]
+    rows = [train[int(train.offsets[t]) + i] for t in (0, 1) for i in range(8)]
+    round_sample = train.collater(rows)
+    parts = round_sample["rounds"]
+    assert [p["task_index"] for p in parts] == [0, 1]
+    assert parts[0]["ntokens"] != parts[1]["ntokens"]  # a BOX's 5 tokens a row, a label's 2
+
+    def gradient(sample):
+        optimizer.zero_grad()
+        _, sample_size, _ = task.train_step(sample, model, criterion, optimizer, 0)
+        return {n: p.grad / sample_size for n, p in model.named_parameters()}, sample_size
+
+    alone = [gradient(part)[0] for part in parts]
+    together, sample_size = gradient(round_sample)
+    assert sample_size == 2
+    for name, value in together.items():
+        assert torch.allclose(value, (alone[0][name] + alone[1][name]) / 2, atol=1e-7), name
+
+
+def test_rounds_hold_the_tasks_of_their_updates_stage(data, tmp_path):
+    task = multitask(good_tasks(data), tmp_path, batch_mode="round",
+                     stages="{first: {until: 3, tasks: [nli]}, both: {tasks: [nli, grounding]}}")
+    task.load_dataset("train")
+    train = task.datasets["train"]
+
+    def tasks_per_update(epoch):
+        plan = task.get_batch_iterator(train, max_sentences=16, epoch=epoch).frozen_batches
+        return [sorted({train.task_of(int(i)) for i in batch}) for batch in plan]
+
+    # 96 rows a task, 16 a batch: an epoch is 6 rounds, and update 3 the second stage's first
+    assert tasks_per_update(1) == [[0]] * 3 + [[0, 1]] * 3
+    assert tasks_per_update(2) == [[0, 1]] * 6

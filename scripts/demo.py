@@ -178,10 +178,15 @@ def trained_batches(log: str, tasks: Dict[str, dict], batch_size: int) -> Dict[s
             for name, spec in tasks.items()}
 
 
-def hydra_train(overrides: Sequence[str], work_dir: str, echo=progress_line) -> str:
-    # a run's own settings win (a task it removes takes the settings given for it along)
+def with_extra_overrides(overrides: Sequence[str]) -> List[str]:
+    """A run's own overrides, then the command line's they leave open: a run's own
+    settings win (a task it removes takes the settings given for it along)."""
     given = [override_key(o) for o in overrides]
-    overrides = [*overrides, *(o for o in EXTRA_OVERRIDES if not settles(given, o))]
+    return [*overrides, *(o for o in EXTRA_OVERRIDES if not settles(given, o))]
+
+
+def hydra_train(overrides: Sequence[str], work_dir: str, echo=progress_line) -> str:
+    overrides = with_extra_overrides(overrides)
     shutil.rmtree(work_dir, ignore_errors=True)  # train from scratch, never resume
     os.makedirs(work_dir)
     return run_tool("hydra_train", [
@@ -346,10 +351,10 @@ def train_specialists(out_dir: str, tasks: Dict[str, dict], data_dirs: Dict[str,
 
 
 def specialist_overrides(name: str, tasks: Dict[str, dict]) -> List[str]:
-    """Overrides leaving ``name`` the run's one task, without the run's stages (alone, a
-    task has no precedence to schedule, and the stages name the others)."""
-    others = [f"~task.tasks.{other}" for other in tasks if other != name]
-    return [*others, *(["~task.stages"] if "stages" in demo_config().task else [])]
+    """Overrides leaving ``name`` the run's one task, without stages, the config's or the
+    command line's (alone, a task has no precedence to schedule, and stages name the
+    others)."""
+    return [*(f"~task.tasks.{other}" for other in tasks if other != name), "++task.stages=null"]
 
 
 def draw_boxes(data_dir: str, row: Dict[str, object], image_column: str, prediction,

@@ -82,18 +82,21 @@ def test_the_console_gets_one_short_line_per_epoch_and_validation():
 
 
 @pytest.mark.parametrize("config", demo.CONFIGS)
-def test_a_specialist_trains_its_task_alone_whether_or_not_the_config_has_stages(
-        config, monkeypatch):
+def test_a_specialist_trains_its_task_alone_without_stages(config, monkeypatch):
     from fairseq import tasks as fairseq_tasks
     from fairseq.dataclass.initialize import hydra_init
     from hydra import compose, initialize_config_dir
 
     monkeypatch.setattr(demo, "CONFIG_NAME", config)
     tasks = demo.demo_tasks()
-    name = list(tasks)[-1]
+    name, first = list(tasks)[-1], list(tasks)[0]
+    # the run's stages, given on the command line as a user gives them
+    monkeypatch.setattr(demo, "EXTRA_OVERRIDES", [
+        f"++task.stages={{a:{{until:10,tasks:[{first}]}},b:{{tasks:[{first},{name}]}}}}"])
+    overrides = demo.with_extra_overrides(demo.specialist_overrides(name, tasks))
     hydra_init(config)
     with initialize_config_dir(config_dir=demo.CONFIG_DIR, version_base="1.1"):
-        cfg = compose(config_name=config, overrides=demo.specialist_overrides(name, tasks))
-    assert "stages" not in cfg.task or cfg.task.stages is None
+        cfg = compose(config_name=config, overrides=overrides)
+    assert cfg.task.stages is None
     # accepted as the run's batch mode has it (stages and weights mean nothing alone)
     assert fairseq_tasks.setup_task(cfg.task).task_names == [name]

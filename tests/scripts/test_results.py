@@ -12,8 +12,7 @@ import results
 
 TASKS = ("nli", "translation")
 # translation alone for the first 10 updates: the specialists must drop the run's stages
-STAGES = ["~task.stages",
-          "+task.stages={first:{until:10,tasks:[translation]},both:{tasks:[nli,translation]}}"]
+STAGES = ["++task.stages={first:{until:10,tasks:[translation]},both:{tasks:[nli,translation]}}"]
 HELD_OUT = 60  # validation and test rows per task: few, to decode quickly
 
 

@@ -338,8 +338,7 @@ def compose_demo(repo_root, overrides):
 def test_hydra_demo_config_composes_with_overrides(repo_root):
     from fairseq import tasks
 
-    # mixed batches plan an epoch at fixed shares: without the config's stages
-    cfg = compose_demo(repo_root, [*WEIGHTS, "~task.stages", "task.batch_mode=mixed",
+    cfg = compose_demo(repo_root, [*WEIGHTS, "task.batch_mode=mixed",
                                    "task.tasks.digits.data=elsewhere", "model.embed_dim=32"])
     assert cfg.task._name == "multitask" and cfg.model.embed_dim == 32
     task = tasks.setup_task(cfg.task)  # checks every spec; reads no data
@@ -352,22 +351,21 @@ def test_hydra_demo_config_composes_with_overrides(repo_root):
     assert str(task.cfg.batch_mode) == "mixed"
 
 
-def test_hydra_demo_config_trains_grounding_alone_then_rounds_of_every_task(repo_root):
+def test_hydra_demo_config_trains_rounds_of_every_task_from_the_first_update(repo_root):
     from fairseq import tasks
 
-    task = tasks.setup_task(compose_demo(repo_root, []).task)
+    cfg = compose_demo(repo_root, [])
+    task = tasks.setup_task(cfg.task)
     assert str(task.cfg.batch_mode) == "round"
     schedule = task.sampling_schedule([range(10)] * len(DEMO_TASKS))  # sizes: unused
-
-    def trained(update):
-        return [name for name, share in zip(task.task_names, schedule.at(update)) if share > 0]
-
-    assert trained(0) == trained(499) == ["shapes_grounding"]
-    assert trained(500) == trained(1199) == list(DEMO_TASKS)
+    last = cfg.optimization.max_update - 1
+    for update in (0, last):
+        assert [name for name, share in zip(task.task_names, schedule.at(update))
+                if share > 0] == list(DEMO_TASKS)
 
 
 @pytest.mark.parametrize("overrides", [
-    ["optimization.max_update=600", "~task.stages", "task.batch_mode=homogeneous",
+    ["optimization.max_update=600", "task.batch_mode=homogeneous",
      "++task.tasks.shapes_vqa.weight=2"],
     ["++task.tasks.nli.loss_weight=2"],
 ])
@@ -377,7 +375,7 @@ def test_hydra_demo_config_documented_overrides(repo_root, overrides):
     cfg = compose_demo(repo_root, overrides)
     specs = {s.name: s for s in tasks.setup_task(cfg.task).specs}  # accepted
     if "task.batch_mode=homogeneous" in overrides:
-        assert not cfg.task.stages and cfg.optimization.max_update == 600
+        assert cfg.optimization.max_update == 600
         assert specs["shapes_vqa"].weight.at(0) == 2
     else:
         assert specs["nli"].loss_weight == 2
@@ -396,7 +394,6 @@ def test_hydra_train_runs_the_demo_config_on_every_task(repo_root, tmp_path):
     log = run(fairseq_command(
         "hydra_train", "--config-dir", os.path.join(repo_root, "configs"),
         "--config-name", "multitask_demo", *overrides,
-        "~task.stages",  # every task from the start
         "optimization.max_update=3", "model.embed_dim=32", "model.ffn_embed_dim=64",
         "model.encoder_layers=1", "model.decoder_layers=1", "dataset.batch_size=8",
         "common.log_interval=1", "dataset.disable_validation=true",

@@ -90,15 +90,18 @@ def transcript(sentence: str) -> str:
 
 
 def write_sentences_task(root: str, voices_per_sentence: int = 2, valid: int = 60,
-                         seed: int = 0) -> str:
+                         test: int = 0, seed: int = 0) -> str:
     """Every ``real_sentences`` sentence spoken ``voices_per_sentence`` times for training;
-    ``valid`` of them again by held-out voice variants; returns the data directory."""
+    ``valid`` of them again by held-out voice variants, and ``test`` more (drawn after
+    validation's, which stay the same); returns the data directory."""
     rng = random.Random(seed)
     sentences = real_sentences()
     out_dir = os.path.join(root, "sentences_speech")
     train = sentences * voices_per_sentence
     write_split(out_dir, "train", train, speakers(len(train), False, rng))
     write_split(out_dir, "valid", rng.sample(sentences, valid), speakers(valid, True, rng))
+    if test:
+        write_split(out_dir, "test", rng.sample(sentences, test), speakers(test, True, rng))
     return out_dir
 
 
@@ -142,18 +145,24 @@ def write_digits_task(root: str, train: int = 600, valid: int = 60, seed: int = 
     return out_dir
 
 
-def write_digits_tts_task(root: str, train: int = 600, valid: int = 60, seed: int = 0,
-                          voice: str = "en-us+m3", longest: int = 4) -> str:
+def write_digits_tts_task(root: str, train: int = 600, valid: int = 60, test: int = 0,
+                          seed: int = 0, voice: str = "en-us+m3", longest: int = 4) -> str:
     """Digit strings (two to ``longest`` digits) and their sound in one voice
-    (text-to-speech); validation rows are digit strings training never reads."""
+    (text-to-speech); validation and test rows are digit strings training never reads."""
     rng = random.Random(seed)
     out_dir = os.path.join(root, "digits_tts")
     speaker = Speaker(voice, TTS_SPEAKER_RATE, TTS_SPEAKER_PITCH)
+    # as many draws whatever ``test`` is: training and validation strings stay the same
     texts = list(dict.fromkeys(digit_strings(4 * (train + valid), rng, longest=longest)))
-    if len(texts) < train + valid:
-        raise ValueError(f"{train + valid} distinct digit strings asked, {len(texts)} drawn")
-    write_split(out_dir, "train", texts[:train], [speaker] * train)
-    write_split(out_dir, "valid", texts[train:train + valid], [speaker] * valid)
+    splits = {"train": train, "valid": valid, "test": test}
+    if len(texts) < sum(splits.values()):
+        raise ValueError(f"{sum(splits.values())} distinct digit strings asked, "
+                         f"{len(texts)} drawn")
+    first = 0
+    for split, count in splits.items():
+        if count:
+            write_split(out_dir, split, texts[first:first + count], [speaker] * count)
+        first += count
     return out_dir
 
 

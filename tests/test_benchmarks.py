@@ -42,7 +42,7 @@ def test_quick_audio_pipeline_benchmark_reports_sane_numbers():
     results = audio_pipeline.run(settings, out=out)
     [features] = results["features"]
     assert features["sounds"] == settings.utterances and features["seconds"] > 0
-    assert features["ours"] > 0 and features["baseline"] > 0
+    assert features["ours"] > 0 and features["baseline"] > 0 and features["kept"] > 0
     assert features["difference"] < 0.1  # log filterbanks of two resampling filters
     training = results["training"]
     assert [t["loader"] for t in training] == [loader.name for loader in settings.loaders]

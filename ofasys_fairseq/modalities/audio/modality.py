@@ -32,6 +32,7 @@ from .adapter import AUDIO_ADAPTORS, AudioAdapter, subsampled_length
 from .decode import SAMPLE_RATE, AudioSegment, decode_segment, read_segment, resampled
 from .features import (MEL_BINS, FeatureStatistics, filterbanks, frame_moments, num_frames,
                        spec_augment)
+from .frame_cache import FRAME_CACHE
 from .mcd import mcd_stats
 from .mel import LOG_FLOOR, log_mel, mel_frames
 from .vocoder import check_vocoder, get_vocoder
@@ -55,6 +56,9 @@ class AudioOptions(FairseqDataclass):
     audio_vocoder: Optional[str] = field(default=None, metadata={
         "help": "vocoder turning generated mel frames into sound: griffin_lim (default) or "
                 "one a --user-dir package registers (modalities/audio/vocoder.py)"})
+    audio_frame_cache_mb: int = field(default=1024, metadata={
+        "help": "memory (MB, per process) keeping sound files' filterbanks and mel frames "
+                "between epochs instead of decoding them again; 0: none"})
 
 
 class Sound(NamedTuple):
@@ -84,16 +88,21 @@ class AudioModality(FrameModality):
     input_kind = FEATURES
     fits_statistics = True
     ctc_alignable = True  # a transcript follows the sound in time
-    run_options = ("vocoder",)  # not part of the model: a checkpoint does not fix it
+    # not part of the model: a checkpoint does not fix them
+    run_options = ("vocoder", "frame_cache_mb")
 
     def settings(self, cfg) -> Dict[str, Any]:
         if cfg.audio_stats_utterances < 0:
             raise ValueError(f"--audio-stats-utterances must be >= 0 (0: all), got "
                              f"{cfg.audio_stats_utterances}")
+        if cfg.audio_frame_cache_mb < 0:
+            raise ValueError(f"--audio-frame-cache-mb must be >= 0 (0: none), got "
+                             f"{cfg.audio_frame_cache_mb}")
         vocoder = cfg.audio_vocoder or "griffin_lim"
         check_vocoder(vocoder)  # an unknown name fails before any work; built when used
         return {"stats_utterances": cfg.audio_stats_utterances, INPUT_STATISTICS: None,
-                TARGET_STATISTICS: None, "vocoder": vocoder}
+                TARGET_STATISTICS: None, "vocoder": vocoder,
+                "frame_cache_mb": cfg.audio_frame_cache_mb}
 
     def plan_settings(self, settings, slots: Sequence[Slot]) -> Dict[str, Any]:
         """The adaptors the input slots use (the model builds one adapter each), and the
@@ -139,7 +148,7 @@ class AudioModality(FrameModality):
     # -- cells ---------------------------------------------------------------------------
     def read(self, cell, slot: Slot, ctx: Context, decode: bool = True) -> AudioSegment:
         """The segment the cell names (checked from the sound's header), its waveform
-        decoded with ``decode``."""
+        decoded with ``decode`` unless its frames are cached (it was decoded before)."""
         if not isinstance(cell, (str, bytes)) or not cell.strip():
             raise ValueError(f"expected a sound file path, 'path#start-end', base64 or a "
                              f"data: URI for {slot}, found {cell!r}"[:200])
@@ -154,7 +163,9 @@ class AudioModality(FrameModality):
         if num_frames(segment.num_samples) == 0:
             raise ValueError(f"the sound lasts {1000 * segment.seconds:.1f} ms, shorter "
                              f"than one 25 ms window")
-        return decode_segment(segment) if decode else segment
+        kept = (ctx.settings.get("frame_cache_mb", 0) > 0
+                and FRAME_CACHE.holds(segment, self._frame_kind(slot)))
+        return decode_segment(segment) if decode and not kept else segment
 
     # -- statistics ------------------------------------------------------------------------
     def cell_statistics(self, value: AudioSegment, slot: Slot,
@@ -190,10 +201,25 @@ class AudioModality(FrameModality):
                  seed: Optional[int]) -> Tuple[torch.Tensor, List[Any]]:
         """``T x 80`` normalized filterbanks (masked in training with specaugment)."""
         statistics = self._statistics(ctx, INPUT_STATISTICS)
-        features = statistics.normalize(filterbanks(segment.waveform))
+        features = statistics.normalize(self._frames(segment, slot, ctx))
         if ctx.train and slot.get("preprocess") == "specaugment" and seed is not None:
             features = spec_augment(features, seed)
         return features, []
+
+    @staticmethod
+    def _frame_kind(slot: Slot) -> str:
+        return "mel" if slot.side == DECODER else "filterbanks"
+
+    def _frames(self, segment: AudioSegment, slot: Slot, ctx: Context) -> torch.Tensor:
+        """The sound's filterbanks (an input) or mel frames (a target), not normalized,
+        from the cache or computed (and kept there)."""
+        def compute():
+            waveform = (segment if segment.waveform is not None
+                        else decode_segment(segment)).waveform
+            return (log_mel if slot.side == DECODER else filterbanks)(waveform)
+
+        return FRAME_CACHE.frames(segment, self._frame_kind(slot),
+                                  ctx.settings.get("frame_cache_mb", 0), compute)
 
     def batch_key(self, features) -> Any:
         return AUDIO  # one padded group: lengths differ
@@ -237,7 +263,7 @@ class AudioModality(FrameModality):
         """Normalized mel frames, ``frames_per_step`` to a row (the last row filled up
         with silence)."""
         statistics = self._statistics(ctx, TARGET_STATISTICS)
-        frames = statistics.normalize(log_mel(value.waveform))
+        frames = statistics.normalize(self._frames(value, slot, ctx))
         step = self._frames_per_step(slot)
         missing = -len(frames) % step
         silence = statistics.normalize(torch.full((missing, MEL_BINS), math.log(LOG_FLOOR)))

@@ -22,6 +22,7 @@ from ..modalities import get_modality
 from ..modalities.base import CONTINUOUS
 from ..plan import TaskPlan
 from .example_builder import Example, ExampleBuilder
+from .exit_guard import built_before_exit
 from .features import collate_features
 from .index_cache import cached_index, fingerprint
 from .row_scan import RowScan, scan_rows
@@ -187,6 +188,7 @@ class InstructionDataset(FairseqDataset):
         table = self.tables[shard]
         return self.example(index, table[row_index], table.line_number(row_index))
 
+    @built_before_exit
     def example(self, index: int, row: Mapping[str, Any], line) -> Example:
         """Example ``index`` from its ``row`` (read by a stream rather than by index)."""
         builder = self.builders[self._locate(index)[0]]
@@ -245,6 +247,7 @@ class InstructionDataset(FairseqDataset):
     def can_reuse_epoch_itr_across_epochs(self) -> bool:
         return not self.train  # training items change with the epoch (noise, templates)
 
+    @built_before_exit
     def collater(self, examples: Sequence[Example]) -> Dict[str, object]:
         if not examples:
             return {}

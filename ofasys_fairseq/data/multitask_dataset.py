@@ -20,6 +20,7 @@ from fairseq.data import FairseqDataset
 
 from .features import collate_features
 from .example_builder import Example
+from .exit_guard import built_before_exit
 from .instruction_dataset import InstructionDataset
 
 BATCH_MODES = ("homogeneous", "mixed", "round")
@@ -70,6 +71,7 @@ class MultitaskDataset(FairseqDataset):
         return all(d.can_reuse_epoch_itr_across_epochs for d in self.datasets)
 
     # -- collation ------------------------------------------------------------
+    @built_before_exit
     def collater(self, examples: Sequence[Example]) -> Dict[str, object]:
         if not examples:
             return {}

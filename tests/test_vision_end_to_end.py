@@ -76,10 +76,13 @@ def test_grounding_learns_and_decodes_pixel_boxes(shapes, tmp_path):
     log = train(shapes, save_dir, demo_data.SHAPES_GROUNDING_INSTRUCTION, "box_acc",
                 "--image-size", "64", *VIT_8, "--num-bins", "16", "--embed-dim", "128",
                 "--ffn-embed-dim", "256", "--decoder-layers", "2", "--lr", "0.004",
-                "--max-epoch", "8")
+                "--max-epoch", "8", "--clip-norm", "1.0")
     accuracy = max(float(m["box_acc"]) for m in valid_metrics(log))
     baseline = mean_box_accuracy(shapes)
-    # 79% after 500 updates in our runs, against 2% for always answering the mean box
+    # 68% after 500 updates, against 2% for always answering the mean box. Unclipped, when
+    # grounding took off depended on the machine's arithmetic: 79% on one, 15% on another
+    # (up at epoch 11 there); clipped, it rises from the first epochs (README, "Task
+    # precedence": clipping let the demo's grounding take off sooner)
     assert accuracy >= 50.0 and accuracy >= baseline + 40.0, (accuracy, baseline, log[-3000:])
 
     checkpoint = save_dir / "checkpoint_best.pt"
